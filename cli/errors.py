@@ -1,0 +1,41 @@
+"""Turn user mistakes into one line on stderr and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from pipeline.errors import MtlError
+
+F = TypeVar("F", bound=Callable[..., Any])
+stderr = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command: F) -> F:
+    """Decorator for command bodies: MtlError → exit 1 (runtime) or 2 (usage); Ctrl-C → exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MtlError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except ModuleNotFoundError as exc:
+            if exc.name in {"torch", "torchvision", "safetensors", "onnx", "onnxscript"}:
+                raise fail(f"this command needs the training extra ({exc.name} is not installed): "
+                           "pip install 'mtl[train]'") from None
+            raise
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,65 @@
+"""`mtl pretrain` (and, later, `mtl meta-train`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cli.errors import handle_errors
+from cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
+from cli.progress import progress_bars
+
+console = Console()
+
+
+class BackboneChoice(StrEnum):
+    conv4 = "conv4"
+    resnet12 = "resnet12"
+    resnet18 = "resnet18"
+    mobilenet_v3_small = "mobilenet_v3_small"
+
+
+class HeadChoice(StrEnum):
+    linear = "linear"
+    cosine = "cosine"
+
+
+@handle_errors
+def pretrain(
+    data: DataOpt = None,
+    backbone: Annotated[BackboneChoice | None, typer.Option(help="Feature extractor.")] = None,
+    head: Annotated[HeadChoice | None, typer.Option(help="Classifier head.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training classes.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (cosine decay).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Resize images to this side (source default).")] = None,
+    rotations: Annotated[bool | None, typer.Option("--rotations/--no-rotations",
+                                                   help="Add 90/180/270° rotations as new classes.")] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random affine jitter.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data order.")] = None,
+    out: OutOpt = None,
+    device: DeviceOpt = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = False,
+    download: Annotated[bool, typer.Option("--download", help="Fetch the dataset if it is missing "
+                                           "(CIFAR-100 only; needs a network).")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Supervised pretraining of a feature extractor on all training classes (transfer learning)."""
+    from pipeline.config import resolve_config
+    from pipeline.train.pretrain import PretrainConfig
+    from pipeline.train.pretrain import pretrain as run_pretrain
+
+    cfg = resolve_config(PretrainConfig, config, data=data, backbone=enum_value(backbone), head=enum_value(head),
+                         epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
+                         rotations=rotations, augment=augment, seed=seed, out=None if out is None else str(out),
+                         device=enum_value(device), resume=resume or None,
+                         download=download or None)
+    with progress_bars(not quiet) as on_step:
+        result = run_pretrain(cfg, on_step)
+    console.print(f"pretrained {cfg.backbone} for {result.epochs} epochs: best validation "
+                  f"{cfg.val_ways}-way {cfg.val_shots}-shot accuracy {100 * result.best_val_accuracy:.2f}% "
+                  f"→ {result.run_dir}/best.safetensors", highlight=False)

@@ -1,0 +1,26 @@
+"""Models: a backbone registry (Conv-4, ResNet-12, torchvision ResNet-18 / MobileNetV3-Small), heads
+(linear, cosine), and `FewShotModel` = backbone + head, rebuilt from a JSON `ModelSpec`.
+
+Importing this package registers every built-in backbone.
+"""
+
+from pipeline.models import conv4 as _conv4  # noqa: F401  (registers "conv4")
+from pipeline.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12")
+from pipeline.models import torchvision_backbones as _tv  # noqa: F401  (registers torchvision backbones)
+from pipeline.models.heads import HEADS, CosineHead, LinearHead, build_head
+from pipeline.models.model import FewShotModel, ModelSpec, build_model
+from pipeline.models.registry import BACKBONES, Registry, build_backbone, register_backbone
+
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "CosineHead",
+    "FewShotModel",
+    "LinearHead",
+    "ModelSpec",
+    "Registry",
+    "build_backbone",
+    "build_head",
+    "build_model",
+    "register_backbone",
+]

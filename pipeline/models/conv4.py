@@ -1,0 +1,63 @@
+"""Conv-4: the four-block convolutional backbone of MAML.
+
+Finn, Abbeel & Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks" (ICML 2017),
+after Vinyals et al., "Matching Networks for One Shot Learning" (NeurIPS 2016): ``depth`` blocks of
+[conv 3x3 (padding 1) - BatchNorm2d - ReLU - maxpool 2], ``width`` filters each, flattened at the end.
+28x28 inputs give 64 features, 84x84 give 64 * 5 * 5 = 1600.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.models.registry import check_flag, check_positive, probe_feature_dim, register_backbone
+
+
+def conv_block(in_channels: int, out_channels: int, track_running_stats: bool = True) -> nn.Sequential:
+    """conv 3x3 (no bias: BN follows) - BN - ReLU - maxpool 2: ``(B, Cin, H, W) -> (B, Cout, H/2, W/2)``."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels, track_running_stats=track_running_stats),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Conv-4 feature extractor: ``(B, C, S, S) -> (B, width * (S // 2**depth)**2)``.
+
+    ``feature_dim`` is set at build time. The layers are plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` in
+    ``self.blocks`` so later code can wrap each conv (scaling and shifting) or call the module through
+    ``torch.func.functional_call``.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, width: int = 64, depth: int = 4,
+                 track_running_stats: bool = True) -> None:
+        super().__init__()
+        widths = [in_channels] + [width] * depth
+        self.blocks = nn.Sequential(*(conv_block(cin, cout, track_running_stats)
+                                      for cin, cout in zip(widths[:-1], widths[1:], strict=True)))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        self.feature_dim: int = probe_feature_dim(self, in_channels, image_size, "conv4")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` float -> features ``(B, D)``."""
+        return self.blocks(x).flatten(1)  # (B, width, h, w) -> (B, D)
+
+
+@register_backbone("conv4")
+def conv4(*, in_channels: int, image_size: int, width: int = 64, depth: int = 4,
+          track_running_stats: bool = True) -> Conv4:
+    """Build Conv-4 (Finn et al. 2017). ``image_size`` must be at least ``2**depth``.
+
+    ``track_running_stats=False`` gives MAML's transductive BatchNorm (batch statistics at test time
+    too), which also keeps the forward free of buffer updates under ``torch.func.vmap``.
+    """
+    check_positive("conv4 option width", width)
+    check_positive("conv4 option depth", depth)
+    check_positive(f"image_size for conv4 with depth {depth}", image_size, minimum=2**depth)
+    track = check_flag("conv4 option track_running_stats", track_running_stats)
+    return Conv4(in_channels, image_size, width=width, depth=depth, track_running_stats=track)

@@ -1,0 +1,167 @@
+"""Pretraining: supervised cross-entropy over all training classes (the transfer-learning stage).
+
+This is the first stage of Meta-Transfer Learning (Sun et al. 2019) and the transfer baseline of
+Eshratifar et al. (2019): a backbone + linear head trained on every base class at once, with cosine
+learning-rate decay, on-device augmentation, bf16 autocast on CUDA, and validation few-shot
+accuracy (prototypes on the validation classes) after every epoch; the best epoch is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import config_to_dict
+from pipeline.data import ClassImages, Splits, load_data, make_splits
+from pipeline.errors import ConfigError
+from pipeline.models import FewShotModel, ModelSpec, build_model
+from pipeline.train.augment import random_affine
+from pipeline.train.checkpoint import Checkpoint, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from pipeline.train.common import StepCallback, autocast, cosine_lr, no_progress, normalize, resolve_device
+from pipeline.train.evaluate import EvalConfig, evaluate_backbone
+from pipeline.train.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Options of `mtl pretrain` (saved into the run directory and every checkpoint)."""
+
+    data: str = "synthetic"
+    out: str = "runs/pretrain"
+    backbone: str = "conv4"
+    head: str = "linear"
+    image_size: int | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    rotations: bool = False
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_seed: int = 0
+    seed: int = 0
+    val_ways: int = 5
+    val_shots: int = 1
+    val_queries: int = 15
+    val_episodes: int = 200
+    device: str = "auto"
+    resume: bool = False
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch size must be ≥ 1, got {self.epochs} and {self.batch_size}")
+        if not (self.lr > 0 and 0 <= self.momentum < 1 and self.weight_decay >= 0):
+            raise ConfigError(f"need lr > 0, 0 ≤ momentum < 1, weight decay ≥ 0; got {self.lr}, "
+                              f"{self.momentum}, {self.weight_decay}")
+        if len(self.split) != 3 or min(self.split) <= 0:
+            raise ConfigError(f"split needs three positive fractions (train, val, test), got {self.split}")
+        EvalConfig(self.val_ways, self.val_shots, self.val_queries, self.val_episodes)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    run_dir: str
+    epochs: int
+    best_val_accuracy: float
+    last: dict
+
+
+def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> PretrainResult:
+    """Run (or resume) a pretraining job; returns where it is and how well it did."""
+    device = resolve_device(cfg.device)
+    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
+    data = load_data(cfg.data, image_size=cfg.image_size, download=cfg.download)
+    splits = make_splits(data, fractions=cfg.split, seed=cfg.split_seed)
+    run.write_splits(splits.to_dict())
+    train, val = _split_data(data, splits, cfg)
+    spec = ModelSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
+                     head=cfg.head, n_classes=train.num_classes)
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                                weight_decay=cfg.weight_decay)
+    meta = {"kind": "pretrain", "config": config_to_dict(cfg), "model": spec.to_dict(),
+            "input": data.spec.to_dict(), "splits": splits.to_dict(), "data": data.provenance}
+    start, best = _maybe_resume(run, cfg, model, optimizer)
+    train = train.to(device)
+    val_cfg = EvalConfig(cfg.val_ways, cfg.val_shots, cfg.val_queries, cfg.val_episodes, seed=cfg.seed)
+    record: dict = {}
+    for epoch in range(start, cfg.epochs):
+        began = time.perf_counter()
+        loss, acc, lr = _train_epoch(model, optimizer, train, cfg, epoch, device, on_step)
+        val_result = evaluate_backbone(model.backbone, val, val_cfg, device)
+        record = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
+                  "val_acc": val_result.accuracy, "val_ci95": val_result.ci95,
+                  "seconds": round(time.perf_counter() - began, 3)}
+        improved = val_result.accuracy > best
+        best = max(best, val_result.accuracy)
+        run.log(record)  # before the checkpoint: a resume truncates records past its epoch
+        _save(run, model, optimizer, {**meta, "epoch": epoch + 1, "best_val": best, "metrics": record}, improved)
+        on_step("epoch", epoch + 1, cfg.epochs, record)
+    return PretrainResult(str(run.path), cfg.epochs, best, record)
+
+
+def _split_data(data: ClassImages, splits: Splits, cfg: PretrainConfig) -> tuple[ClassImages, ClassImages]:
+    train = data.subset(splits.indices(data, "train"))
+    val = data.subset(splits.indices(data, "val"))
+    if val.num_classes < cfg.val_ways:
+        raise ConfigError(f"the validation split has {val.num_classes} classes, fewer than "
+                          f"--val-ways {cfg.val_ways}")
+    return (train.with_rotations() if cfg.rotations else train), val
+
+
+def _maybe_resume(run: RunDir, cfg: PretrainConfig, model: FewShotModel,
+                  optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restore model and optimizer from `last.safetensors` when resuming; returns (epoch, best)."""
+    if not cfg.resume:
+        return 0, float("-inf")
+    ckpt = load_checkpoint(run.last)
+    model.load_state_dict(ckpt.model)
+    restore_optimizer(optimizer, ckpt.optim, ckpt.meta["optimizer"])
+    run.truncate_metrics(ckpt.meta["epoch"])
+    return int(ckpt.meta["epoch"]), float(ckpt.meta["best_val"])
+
+
+def _train_epoch(model: FewShotModel, optimizer: torch.optim.Optimizer, train: ClassImages,
+                 cfg: PretrainConfig, epoch: int, device: torch.device,
+                 on_step: StepCallback) -> tuple[float, float, float]:
+    """One pass over the training images; returns (mean loss, accuracy, last lr)."""
+    model.train()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch stream: resume is exact
+    labels = train.labels()
+    order = torch.randperm(len(train), generator=generator, device=device).split(cfg.batch_size)
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    lr = cfg.lr
+    for step, idx in enumerate(order):
+        lr = cosine_lr(cfg.lr, epoch * len(order) + step, cfg.epochs * len(order))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = normalize(train.images[idx], train.spec)
+        if cfg.augment:
+            x = random_affine(x, generator, hflip=train.spec.channels == 3)
+        with autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * idx.numel()  # no host sync inside the loop
+        correct += (logits.argmax(-1) == labels[idx]).sum()
+        on_step("batch", step + 1, len(order), {})
+    return float(total_loss) / len(train), float(correct) / len(train), lr
+
+
+def _save(run: RunDir, model: FewShotModel, optimizer: torch.optim.Optimizer, meta: dict,
+          improved: bool) -> None:
+    optim_tensors, optim_info = flatten_optimizer(optimizer)
+    state = model.state_dict()
+    if improved:
+        save_checkpoint(run.best, Checkpoint(meta, state))
+    save_checkpoint(run.last, Checkpoint({**meta, "optimizer": optim_info}, state, optim_tensors))

@@ -1,0 +1,62 @@
+"""Run directories: the resolved config, the class splits, metrics.jsonl and checkpoints.
+
+RUN_DIR/config.json      resolved configuration of the command that made the run
+RUN_DIR/splits.json      class names of the train / val / test splits
+RUN_DIR/metrics.jsonl    one JSON record per epoch (or evaluation interval)
+RUN_DIR/last.safetensors resumable checkpoint (model + optimizer + RNG), replaced atomically
+RUN_DIR/best.safetensors best-on-validation weights
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from pipeline.errors import ConfigError
+
+# Options that may change between a run and its resume without changing the computation's result.
+RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download"})
+
+
+class RunDir:
+    """A run directory opened for a new run or for `--resume` (which must use the same options)."""
+
+    def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} exists and is not a directory")
+        if resume:
+            self._check_resume(config)
+        elif self.last.exists() or self.config_path.exists():
+            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
+                              "another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config)
+
+    config_path = property(lambda self: self.path / "config.json")
+    last = property(lambda self: self.path / "last.safetensors")
+    best = property(lambda self: self.path / "best.safetensors")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+
+    def _check_resume(self, config: dict[str, Any]) -> None:
+        if not self.last.exists():
+            raise ConfigError(f"--resume: {self.path} holds no last.safetensors to resume from")
+        saved = json.loads(self.config_path.read_text()) if self.config_path.exists() else {}
+        changed = sorted(k for k in set(saved) | set(config)
+                         if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {saved.get(k)!r} → {config.get(k)!r}" for k in changed[:4])
+            raise ConfigError(f"--resume: {self.path} was made with other options ({details})")
+
+    def write_splits(self, splits: dict[str, list[str]]) -> None:
+        atomic_write_json(self.path / "splits.json", splits)
+
+    def log(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop records past the resumed checkpoint (written after it by an interrupted run)."""
+        kept = [r for r in read_jsonl(self.metrics_path) if r.get("epoch", 0) <= last_epoch]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))

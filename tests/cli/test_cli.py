@@ -1,0 +1,74 @@
+import json
+import os
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cli.app import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "pretrain" in result.output and "evaluate" in result.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from cli.app import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def test_evaluate_json_prints_one_object_with_the_protocol(pretrained_run):
+    out, _ = pretrained_run
+    result = runner.invoke(app, ["evaluate", str(out), "--ways", "5", "--shots", "1", "--episodes", "50",
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert {"accuracy", "ci95", "episodes", "ways", "shots", "queries", "method", "data", "checkpoint"} <= set(payload)
+    assert payload["episodes"] == 50 and payload["data"] == "synthetic:60"
+    assert 0.2 < payload["accuracy"] <= 1.0
+
+
+def test_evaluate_human_output_shows_the_interval(pretrained_run):
+    out, _ = pretrained_run
+    result = runner.invoke(app, ["evaluate", str(out), "--episodes", "30", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "5-way 1-shot prototype" in result.stdout and "± " in result.stdout
+
+
+def test_missing_checkpoint_is_one_line_exit_1(tmp_path):
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "missing"), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_data_spec_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["pretrain", "--data", "imagenet-22k:/x", "--out", str(tmp_path / "r"),
+                                 "--device", "cpu", "-q"])
+    assert result.exit_code == 2
+    assert "imagenet-22k" in result.output and "Traceback" not in result.output
+
+
+def test_missing_data_path_is_named(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    result = runner.invoke(app, ["pretrain", "--data", f"omniglot:{missing}", "--out", str(tmp_path / "r"),
+                                 "--device", "cpu", "-q"])
+    assert result.exit_code == 1
+    assert str(missing) in result.output.replace("\n", "") and "Traceback" not in result.output
+
+
+def test_bad_option_value_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["pretrain", "--epochs", "0", "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 2 and "epochs" in result.output
+
+
+def test_pretrain_from_the_cli_writes_a_run(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", "--data", "synthetic:30", "--epochs", "1", "--out", str(out),
+                                 "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "best.safetensors").is_file() and "best validation" in result.stdout

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+from pipeline.atomic import read_jsonl
+from pipeline.errors import ConfigError
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.evaluate import EvalConfig, evaluate_checkpoint
+from pipeline.train.pretrain import PretrainConfig, pretrain
+from tests.conftest import SMALL
+
+
+def test_pretraining_lowers_the_loss_and_writes_the_run_directory(pretrained_run):
+    out, result = pretrained_run
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    assert records[-1]["train_loss"] < 0.6 * records[0]["train_loss"]
+    assert records[-1]["lr"] < records[0]["lr"]  # cosine decay
+    for name in ("config.json", "splits.json", "best.safetensors", "last.safetensors"):
+        assert (out / name).is_file()
+    splits = json.loads((out / "splits.json").read_text())
+    assert set(splits["train"]).isdisjoint(splits["test"]) and set(splits["val"]).isdisjoint(splits["test"])
+    best = load_checkpoint(out)
+    assert best.meta["best_val"] == pytest.approx(max(r["val_acc"] for r in records))
+    assert best.optim == {}  # only `last` carries optimizer state
+    assert load_checkpoint(out / "last.safetensors").optim
+
+
+def test_pretrained_features_beat_chance_by_a_wide_margin_on_unseen_classes(pretrained_run):
+    out, _ = pretrained_run
+    ev = evaluate_checkpoint(str(out), None, EvalConfig(ways=5, shots=1, episodes=200), "cpu")
+    assert ev.classes.startswith("test split")
+    assert ev.result.accuracy > 0.5  # chance is 0.2
+    assert 0 < ev.result.ci95 < 0.05
+    untrained = _untrained_accuracy(out)
+    assert ev.result.accuracy > untrained + 0.05
+
+
+def _untrained_accuracy(out):
+    from pipeline.data import load_data
+    from pipeline.models import ModelSpec, build_model
+    from pipeline.train.evaluate import evaluate_backbone, held_out_classes
+
+    ckpt = load_checkpoint(out)
+    torch.manual_seed(123)
+    model = build_model(ModelSpec.from_dict(ckpt.meta["model"]))
+    data, _ = held_out_classes("synthetic:60", ckpt.meta)
+    assert load_data  # the same loader path as evaluate
+    return evaluate_backbone(model.backbone, data, EvalConfig(ways=5, shots=1, episodes=200),
+                             torch.device("cpu")).accuracy
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(kind, when):
+    def on_step(k, done, total, info):
+        if k == kind and when(done):
+            raise Interrupt
+
+    return on_step
+
+
+def test_resume_after_an_interruption_gives_the_same_result_as_one_run(tmp_path):
+    cfg = dict(SMALL, epochs=3, val_episodes=20)
+    whole = pretrain(PretrainConfig(out=str(tmp_path / "whole"), **cfg))
+    cut = str(tmp_path / "cut")
+    with pytest.raises(Interrupt):  # dies after epoch 1 was saved
+        pretrain(PretrainConfig(out=cut, **cfg), _interrupt_at("epoch", lambda d: d == 1))
+    seen = {"epochs": 0}
+
+    def mid_epoch(kind, done, total, info):  # dies in the middle of epoch 3
+        seen["epochs"] += kind == "epoch"
+        if kind == "batch" and seen["epochs"] == 1 and done == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pretrain(PretrainConfig(out=cut, resume=True, **cfg), mid_epoch)
+    resumed = pretrain(PretrainConfig(out=cut, resume=True, **cfg))
+    a, b = load_checkpoint(tmp_path / "whole" / "last.safetensors"), load_checkpoint(f"{cut}/last.safetensors")
+    for name, tensor in a.model.items():
+        assert torch.equal(tensor, b.model[name]), name
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "whole/metrics.jsonl")) == strip(read_jsonl(f"{cut}/metrics.jsonl"))
+    assert resumed.best_val_accuracy == whole.best_val_accuracy
+
+
+def test_a_new_run_refuses_to_overwrite_and_resume_refuses_other_options(tmp_path, pretrained_run):
+    out, _ = pretrained_run
+    with pytest.raises(ConfigError, match="already holds a run"):
+        pretrain(PretrainConfig(out=str(out), **SMALL))
+    with pytest.raises(ConfigError, match="other options.*lr"):
+        pretrain(PretrainConfig(out=str(out), resume=True, **dict(SMALL, lr=0.1)))
+    with pytest.raises(ConfigError, match="no last.safetensors"):
+        pretrain(PretrainConfig(out=str(tmp_path / "empty"), resume=True, **SMALL))
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(lr=-1.0), dict(val_ways=1), dict(split=(0.5, 0.5))])
+def test_out_of_range_options_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        PretrainConfig(**dict(SMALL, **bad))
