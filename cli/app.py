@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from cli import evaluate_cmd, train_cmd
+from cli import evaluate_cmd, meta_cmd, train_cmd
 
 app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Meta-transfer learning for the edge: pretrain and meta-train on a GPU, adapt to "
                        "new classes on a device.")
 app.command("pretrain")(train_cmd.pretrain)
+app.command("meta-train")(meta_cmd.meta_train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 
 

@@ -18,8 +18,10 @@ console = Console()
 
 
 class MethodChoice(StrEnum):
+    auto = "auto"
     prototype = "prototype"
     finetune = "finetune"
+    adapt = "adapt"
 
 
 @handle_errors
@@ -30,24 +32,36 @@ def evaluate(
     shots: Annotated[int, typer.Option(help="Labelled examples per class (K).")] = 1,
     queries: Annotated[int, typer.Option(help="Test examples per class.")] = 15,
     episodes: Annotated[int, typer.Option(help="Episodes to average over.")] = 600,
-    method: Annotated[MethodChoice, typer.Option(help="prototype: nearest class mean; finetune: train a "
-                                                 "fresh head on the support set.")] = MethodChoice.prototype,
+    method: Annotated[MethodChoice, typer.Option(
+        help="auto: what the checkpoint implies (adapt for meta-trained, prototype otherwise); prototype: "
+             "nearest class mean; finetune: train a fresh head on the support set; adapt: the model's "
+             "own inner loop.")] = MethodChoice.auto,
+    steps: Annotated[int | None, typer.Option(help="Inner-loop steps for --method adapt (default: as "
+                                              "trained).")] = None,
     seed: Annotated[int, typer.Option(help="Episode seed: the same seed gives the same episodes.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Few-shot accuracy (mean ± 95% CI over episodes) on classes the model never trained on."""
-    from pipeline.train.evaluate import EvalConfig, evaluate_checkpoint
+    from pipeline.errors import ConfigError
+    from pipeline.train.evaluate import EvalConfig
+    from pipeline.train.evaluate_ckpt import evaluate_checkpoint
 
+    if steps is not None and steps < 0:
+        raise ConfigError(f"--steps must be ≥ 0, got {steps}")
     cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed)
     with progress_bars(not (quiet or as_json)) as on_step:
-        ev = evaluate_checkpoint(str(checkpoint), data, cfg, enum_value(device) or "auto", on_step)
+        ev = evaluate_checkpoint(str(checkpoint), data, cfg, enum_value(device) or "auto", on_step, steps)
     if as_json:
         typer.echo(json.dumps({**ev.result.to_dict(), "data": ev.data, "classes": ev.classes,
                                "checkpoint": ev.checkpoint}))
         return
     r = ev.result
+    if r.metric == "mse":
+        console.print(f"{r.shots}-shot sine regression: MSE {r.accuracy:.4f} ± {r.ci95:.4f} (95% CI, "
+                      f"{r.episodes} tasks)", highlight=False)
+        return
     console.print(f"{r.ways}-way {r.shots}-shot {r.method}: {100 * r.accuracy:.2f}% ± {100 * r.ci95:.2f} "
                   f"(95% CI, {r.episodes} episodes, {r.queries} queries/class) on {ev.classes} of {ev.data}",
                   highlight=False)

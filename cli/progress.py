@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cli.errors import stderr
 
-LABELS = {"epoch": "epochs", "batch": "  batches", "episodes": "episodes", "iteration": "iterations"}
+LABELS = {"epoch": "epochs", "batch": "  batches", "episodes": "episodes", "iteration": "iterations",
+          "validation": "validations"}
 
 
 def _format(info: dict[str, Any]) -> str:
@@ -42,7 +43,7 @@ def progress_bars(enabled: bool = True) -> Iterator[Any]:
                 progress.reset(task, total=total, info="")
             fields = {"info": _format(info)} if info else {}
             progress.update(task, completed=done, total=total, **fields)
-            if kind == "epoch" and info:
+            if kind in ("epoch", "validation") and info:
                 progress.console.print(f"epoch {done}/{total}  {_format(info)}", highlight=False)
 
         yield on_step

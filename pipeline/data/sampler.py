@@ -74,12 +74,19 @@ class EpisodeSampler:
         self.generator.manual_seed(seed)
         self._max_count = int(data.counts.max())
 
-    def sample_indices(self, meta_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw episode indices only: classes (B, N), support rows (B, N*K), query rows (B, N*Q)."""
+    def sample_indices(self, meta_batch: int | None = None, classes: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw episode indices: classes (B, N), support rows (B, N*K), query rows (B, N*Q).
+
+        `classes` (B, N) fixes each episode's classes (e.g. a hard-task meta-batch); only the
+        images are drawn then.
+        """
         b, n, k = meta_batch or self.meta_batch, self.n_way, self.k_shot
         gen, dev = self.generator, self.device
-        class_keys = torch.rand(b, self.data.num_classes, generator=gen, device=dev)
-        classes = class_keys.argsort(dim=1)[:, :n]  # (B, N)
+        if classes is None:
+            class_keys = torch.rand(b, self.data.num_classes, generator=gen, device=dev)
+            classes = class_keys.argsort(dim=1)[:, :n]  # (B, N)
+        b = classes.shape[0]
         image_keys = torch.rand(b, n, self._max_count, generator=gen, device=dev)
         counts = self.data.counts[classes]  # (B, N)
         positions = torch.arange(self._max_count, device=dev)
@@ -88,9 +95,9 @@ class EpisodeSampler:
         rows = self.data.offsets[classes][..., None] + chosen
         return classes, rows[..., :k].reshape(b, n * k), rows[..., k:].reshape(b, n * self.q_query)
 
-    def sample(self, meta_batch: int | None = None) -> Episodes:
+    def sample(self, meta_batch: int | None = None, classes: torch.Tensor | None = None) -> Episodes:
         """Draw a meta-batch of episodes with their images gathered on the data's device."""
-        classes, support_index, query_index = self.sample_indices(meta_batch)
+        classes, support_index, query_index = self.sample_indices(meta_batch, classes)
         b, n = classes.shape
         ways = torch.arange(n, device=self.device)
         support_labels = ways.repeat_interleave(self.k_shot).expand(b, -1)
@@ -104,3 +111,11 @@ class EpisodeSampler:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["generator"])
+
+    def hard_classes(self, failures: torch.Tensor, meta_batch: int) -> torch.Tensor:
+        """Classes (B, N) for a hard-task meta-batch (Sun et al. 2019): each episode takes as many
+        distinct failure classes as it can (in random order) and fills up with random others."""
+        pool = torch.zeros(self.data.num_classes, device=self.device)
+        pool[failures.to(self.device)] = 1.0
+        keys = torch.rand(meta_batch, self.data.num_classes, generator=self.generator, device=self.device)
+        return (keys + pool).argsort(dim=1, descending=True)[:, : self.n_way]

@@ -10,23 +10,19 @@ images the episodes use), then each episode is scored on features:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data import load_data
 from pipeline.data.class_images import ClassImages
-from pipeline.data.images import InputSpec
 from pipeline.data.sampler import EpisodeSampler, check_episode_shape
-from pipeline.errors import CheckpointError, ConfigError, DataError
-from pipeline.models import ModelSpec, build_model
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.common import StepCallback, chunks, embed, mean_ci95, no_progress, resolve_device
+from pipeline.errors import ConfigError
+from pipeline.train.common import StepCallback, chunks, embed, mean_ci95, no_progress
 
-METHODS = ("prototype", "finetune")
+# adapt: the inner loop of a meta-trained model; auto: what the checkpoint implies (see evaluate_ckpt)
+METHODS = ("auto", "prototype", "finetune", "adapt")
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,7 @@ class EvalConfig:
     shots: int = 1
     queries: int = 15
     episodes: int = 600
-    method: str = "prototype"
+    method: str = "auto"
     seed: int = 0
     finetune_steps: int = 100
     finetune_lr: float = 0.01
@@ -61,9 +57,12 @@ class EvalResult:
     shots: int
     queries: int
     method: str
+    metric: str = "accuracy"  # "mse" for regression: then `accuracy` holds the mean squared error
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data[self.metric] = data.pop("accuracy")
+        return data
 
 
 def draw_episodes(data: ClassImages, cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +108,7 @@ def score_episodes(features: torch.Tensor, support_index: torch.Tensor, query_in
     for part in chunks(support_index.shape[0], chunk):
         support = features[support_index[part].to(features.device)]
         query = features[query_index[part].to(features.device)]
-        if cfg.method == "prototype":
+        if cfg.method != "finetune":  # prototype (and "auto" for a frozen extractor)
             logits = prototype_logits(support, query, cfg.ways)
         else:
             logits = finetune_logits(support, query, cfg.ways, cfg.finetune_steps, cfg.finetune_lr)
@@ -128,45 +127,3 @@ def evaluate_backbone(backbone: nn.Module, data: ClassImages, cfg: EvalConfig, d
     features = used_features.new_zeros(len(data), used_features.shape[1])
     features[used.to(device)] = used_features
     return score_episodes(features, support_index, query_index, cfg, on_step)
-
-
-@dataclass(frozen=True)
-class CheckpointEvaluation:
-    result: EvalResult
-    data: str
-    classes: str
-    checkpoint: str
-
-
-def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, device_name: str = "auto",
-                        on_step: StepCallback = no_progress) -> CheckpointEvaluation:
-    """Evaluate a checkpoint's feature extractor on the test classes of its split (or a new dataset)."""
-    device = resolve_device(device_name)
-    ckpt = load_checkpoint(path)
-    model = build_model(ModelSpec.from_dict(ckpt.meta["model"]))
-    model.load_state_dict(ckpt.model)
-    model.to(device)
-    data_spec = data_spec or ckpt.meta["config"]["data"]
-    data, which = held_out_classes(data_spec, ckpt.meta)
-    result = evaluate_backbone(model.backbone, data, cfg, device, on_step)
-    return CheckpointEvaluation(result, data_spec, which, str(ckpt.path))
-
-
-def held_out_classes(data_spec: str, meta: dict) -> tuple[ClassImages, str]:
-    """The checkpoint's test classes from `data_spec`, or all classes of a dataset it never saw."""
-    trained = InputSpec.from_dict(meta["input"])
-    data = load_data(data_spec, image_size=trained.size)
-    if (data.spec.channels, data.spec.size) != (trained.channels, trained.size):
-        raise CheckpointError(f"{data_spec} gives {data.spec.channels}×{data.spec.size}² images but the "
-                              f"checkpoint was trained on {trained.channels}×{trained.size}²")
-    data = dataclasses.replace(data, spec=trained)
-    index = {name: i for i, name in enumerate(data.class_names)}
-    test = meta["splits"]["test"]
-    if all(name in index for name in test):
-        return data.subset([index[n] for n in test]), f"test split ({len(test)} classes)"
-    seen = set(meta["splits"]["train"]) | set(meta["splits"]["val"])
-    if seen.isdisjoint(index):
-        return data, f"all {data.num_classes} classes (none seen in training)"
-    missing = next(n for n in test if n not in index)
-    raise DataError(f"{data_spec} shares classes with the checkpoint's training data but lacks its test "
-                    f"class {missing!r}")

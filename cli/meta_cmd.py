@@ -1,0 +1,104 @@
+"""`mtl meta-train`: learn an initialisation that adapts to new classes in a few SGD steps."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cli.errors import handle_errors
+from cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
+from cli.progress import progress_bars
+from cli.train_cmd import BackboneChoice, HeadChoice
+
+console = Console()
+
+
+class AlgorithmChoice(StrEnum):
+    maml = "maml"
+    reptile = "reptile"
+    metasgd = "metasgd"
+    anil = "anil"
+    protonet = "protonet"
+    mtl = "mtl"
+    joint = "joint"
+
+
+class AdaptChoice(StrEnum):
+    head = "head"
+    all = "all"
+
+
+class HeadInitChoice(StrEnum):
+    learned = "learned"
+    proto = "proto"
+    zero = "zero"
+
+
+class MetaLearnerChoice(StrEnum):
+    maml = "maml"
+    reptile = "reptile"
+
+
+Int = Annotated[int | None, typer.Option()]
+
+
+@handle_errors
+def meta_train(
+    data: DataOpt = None,
+    algorithm: Annotated[AlgorithmChoice | None, typer.Option(help="Meta-learning method.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Pretrained checkpoint (`mtl pretrain`) to start from.")] = None,
+    backbone: Annotated[BackboneChoice | None, typer.Option(help="Feature extractor.")] = None,
+    head: Annotated[HeadChoice | None, typer.Option(help="Classifier head.")] = None,
+    head_init: Annotated[HeadInitChoice | None, typer.Option(help="Per-task head initialisation.")] = None,
+    adapt: Annotated[AdaptChoice | None, typer.Option(help="What the inner loop adapts.")] = None,
+    ways: Annotated[int | None, typer.Option(help="Classes per task (N).")] = None,
+    shots: Annotated[int | None, typer.Option(help="Support examples per class (K).")] = None,
+    queries: Annotated[int | None, typer.Option(help="Query examples per class.")] = None,
+    meta_batch: Annotated[int | None, typer.Option(help="Tasks per outer step.")] = None,
+    inner_steps: Annotated[int | None, typer.Option(help="Inner-loop SGD steps.")] = None,
+    inner_lr: Annotated[float | None, typer.Option(help="Inner-loop step size.")] = None,
+    outer_lr: Annotated[float | None, typer.Option(help="Outer-loop learning rate (Reptile: ε).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Outer steps.")] = None,
+    first_order: Annotated[bool | None, typer.Option("--first-order/--second-order",
+                                                     help="Drop second-order terms (FOMAML).")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the update.")] = None,
+    chunk: Annotated[int | None, typer.Option(help="Tasks per vmapped call (0 = whole meta-batch).")] = None,
+    beta: Annotated[float | None, typer.Option(help="joint: θ = β·θ_meta + (1−β)·θ_transfer.")] = None,
+    meta_learner: Annotated[MetaLearnerChoice | None, typer.Option(help="joint: the meta-learner.")] = None,
+    hard_tasks: Annotated[bool | None, typer.Option("--hard-tasks/--no-hard-tasks",
+                                                    help="Extra meta-batch of each task's worst class.")] = None,
+    rotations: Annotated[bool | None, typer.Option("--rotations/--no-rotations",
+                                                   help="Add 90/180/270° rotations as new classes.")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate and checkpoint every N iterations.")] = None,
+    val_episodes: Annotated[int | None, typer.Option(help="Validation episodes.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and task sampling.")] = None,
+    out: OutOpt = None,
+    device: DeviceOpt = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Meta-train (MAML, FOMAML, Reptile, Meta-SGD, ANIL, ProtoNet, MTL, joint) on tasks batched with vmap."""
+    from pipeline.config import resolve_config
+    from pipeline.train.meta_train import MetaTrainConfig
+    from pipeline.train.meta_train import meta_train as run
+
+    cfg = resolve_config(
+        MetaTrainConfig, config, data=data, algorithm=enum_value(algorithm), init=None if init is None else str(init),
+        backbone=enum_value(backbone), head=enum_value(head), head_init=enum_value(head_init),
+        adapt=enum_value(adapt), ways=ways, shots=shots, queries=queries, meta_batch=meta_batch,
+        inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations,
+        first_order=first_order, compile=compile, chunk=chunk, beta=beta, meta_learner=enum_value(meta_learner),
+        hard_tasks=hard_tasks, rotations=rotations, val_every=val_every, val_episodes=val_episodes, seed=seed,
+        out=None if out is None else str(out), device=enum_value(device), resume=resume or None)
+    with progress_bars(not quiet) as on_step:
+        result = run(cfg, on_step)
+    what = "validation MSE" if cfg.data == "sinusoid" else f"validation {cfg.ways}-way {cfg.shots}-shot accuracy"
+    value = -result.best_val if cfg.data == "sinusoid" else 100 * result.best_val
+    console.print(f"meta-trained {cfg.algorithm} for {result.iterations} iterations: best {what} "
+                  f"{value:.{4 if cfg.data == 'sinusoid' else 2}f}{'' if cfg.data == 'sinusoid' else '%'} → "
+                  f"{result.run_dir}/best.safetensors", highlight=False)

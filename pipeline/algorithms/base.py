@@ -1,0 +1,141 @@
+"""What every algorithm shares: the task batch, vmapped task outputs, and the outer-gradient step.
+
+Tasks of a meta-batch are processed together: `torch.func.vmap` maps `MetaLearner.task_outputs`
+(support → inner loop → query predictions) over the task axis, so the GPU sees one batched
+computation instead of a Python loop over tasks. A meta-batch that does not fit is processed in
+chunks whose gradients accumulate to exactly the unchunked result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from pipeline.algorithms.inner import Params
+from pipeline.algorithms.learner import MetaLearner
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """B tasks, inputs already float. support (B, N*K, ...) labels (B, N*K); query (B, N*Q, ...).
+
+    `classes` (B, N) holds each task's global class indices (used by joint meta-transfer).
+    For regression, labels are float targets (B, M, 1) and `n_way` is 1.
+    """
+
+    support: torch.Tensor
+    support_labels: torch.Tensor
+    query: torch.Tensor
+    query_labels: torch.Tensor
+    classes: torch.Tensor
+    n_way: int
+
+    def __len__(self) -> int:
+        return int(self.support.shape[0])
+
+    def part(self, index: slice) -> TaskBatch:
+        return TaskBatch(self.support[index], self.support_labels[index], self.query[index],
+                         self.query_labels[index], self.classes[index], self.n_way)
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Inner/outer-loop hyper-parameters an algorithm's update needs."""
+
+    inner_steps: int = 5
+    first_order: bool = False
+    chunk: int = 0  # tasks per vmapped call; 0 = the whole meta-batch
+    beta: float = 0.5
+    meta_learner: str = "maml"
+
+
+def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int,
+                  first_order: bool = False) -> torch.Tensor:
+    """Query predictions of every task: (B, Q, N) logits (or (B, Q, 1) regression values)."""
+
+    def one_task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+        return learner.task_outputs(p, sx, sy, qx, batch.n_way, steps, first_order)
+
+    return vmap(one_task, randomness="same")(batch.support, batch.support_labels, batch.query)
+
+
+def query_metrics(learner: MetaLearner, outputs: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task query loss (B,) and accuracy (B,) (negative MSE stands in for accuracy in regression)."""
+    if learner.spec.head == "none":
+        loss = ((outputs - labels) ** 2).mean(dim=(1, 2))
+        return loss, -loss.detach()
+    b, q, n = outputs.shape
+    if outputs.dtype in (torch.float16, torch.bfloat16):  # autocast outputs: the loss in float32
+        outputs = outputs.float()
+    loss = F.cross_entropy(outputs.reshape(b * q, n), labels.reshape(-1), reduction="none").view(b, q).mean(1)
+    return loss, (outputs.argmax(-1) == labels).float().mean(1)
+
+
+def chunk_slices(total: int, chunk: int) -> list[slice]:
+    size = chunk if 0 < chunk < total else total
+    return [slice(i, min(total, i + size)) for i in range(0, total, size)]
+
+
+def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
+                             first_order: bool | None = None) -> dict[str, float]:
+    """Backpropagate the mean query loss over all tasks into `.grad` (chunked, same result)."""
+    first_order = hp.first_order if first_order is None else first_order
+    p = learner.state_params()
+    total_loss = torch.zeros((), device=batch.support.device)
+    total_acc = torch.zeros((), device=batch.support.device)
+    worst = []
+    for index in chunk_slices(len(batch), hp.chunk):
+        part = batch.part(index)
+        outputs = batch_outputs(learner, p, part, hp.inner_steps, first_order)
+        loss, acc = query_metrics(learner, outputs, part.query_labels)
+        (loss.sum() / len(batch)).backward()
+        total_loss += loss.detach().sum()
+        total_acc += acc.sum()
+        if learner.spec.head != "none":
+            worst.append(worst_classes(outputs.detach(), part))
+    metrics = {"loss": total_loss / len(batch), "acc": total_acc / len(batch)}
+    if worst:
+        metrics["worst_classes"] = torch.cat(worst)
+    return metrics
+
+
+def worst_classes(outputs: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """Global index of each task's class with the lowest query accuracy (B,): the "failure classes"
+    of Sun et al.'s hard-task meta-batch."""
+    correct = (outputs.argmax(-1) == batch.query_labels).float()  # (B, Q)
+    per_class = torch.zeros(correct.shape[0], batch.n_way, device=correct.device)
+    per_class.scatter_add_(1, batch.query_labels, correct)
+    return batch.classes.gather(1, per_class.argmin(1, keepdim=True)).squeeze(1)
+
+
+def adam(learner: MetaLearner, lr: float, hp: Hyper) -> list[torch.optim.Optimizer]:
+    """The default outer optimiser: Adam over every trainable meta-parameter."""
+    return [torch.optim.Adam([t for t in learner.parameters() if t.requires_grad], lr=lr)]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A meta-learning method: how the learner is configured and how one outer update is made."""
+
+    name: str
+    adapt: str  # default inner-loop scope: "all", "head" or "proto"
+    update: Callable[[MetaLearner, TaskBatch, list[torch.optim.Optimizer], Hyper], dict[str, torch.Tensor]]
+    make_optimizers: Callable[[MetaLearner, float, Hyper], list[torch.optim.Optimizer]] = adam
+    learn_lr: bool = False
+    scale_shift: bool = False
+    needs_init: bool = False
+    paper: str = ""
+
+
+def gradient_update(learner: MetaLearner, batch: TaskBatch, optimizers: list[torch.optim.Optimizer],
+                    hp: Hyper) -> dict[str, torch.Tensor]:
+    """One outer step of a gradient-based meta-learner: θ ← opt(θ, ∇θ mean query loss)."""
+    optimizers[0].zero_grad(set_to_none=True)
+    metrics = accumulate_meta_gradient(learner, batch, hp)
+    optimizers[0].step()
+    return metrics

@@ -1,0 +1,98 @@
+"""`mtl evaluate` on a checkpoint: pretrained extractors and meta-learned models alike."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.algorithms import LearnerSpec, MetaLearner
+from pipeline.algorithms.base import batch_outputs, query_metrics
+from pipeline.data import ClassImages, InputSpec, load_data
+from pipeline.errors import CheckpointError, ConfigError, DataError
+from pipeline.models import ModelSpec, build_model
+from pipeline.train.checkpoint import Checkpoint, load_checkpoint
+from pipeline.train.common import StepCallback, mean_ci95, no_progress, resolve_device
+from pipeline.train.evaluate import EvalConfig, EvalResult, evaluate_backbone
+from pipeline.train.evaluate_meta import evaluate_learner
+
+
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    result: EvalResult
+    data: str
+    classes: str
+    checkpoint: str
+
+
+def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, device_name: str = "auto",
+                        on_step: StepCallback = no_progress, steps: int | None = None) -> CheckpointEvaluation:
+    """Evaluate a checkpoint on the test classes of its split (or on a dataset it never saw).
+
+    `steps` overrides a meta-trained model's inner steps (default: as trained)."""
+    device = resolve_device(device_name)
+    ckpt = load_checkpoint(path)
+    data_spec = data_spec or ckpt.meta["config"]["data"]
+    if cfg.method == "auto":
+        cfg = dataclasses.replace(cfg, method=default_method(ckpt))
+    if ckpt.meta.get("kind") == "meta-train":
+        learner = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
+        learner.load_state_dict(ckpt.model)
+        learner.to(device)
+        steps = steps or int(ckpt.meta["inner_steps"])
+        if learner.spec.head == "none":
+            return CheckpointEvaluation(evaluate_regression(learner, cfg, steps, device), "sinusoid",
+                                        "fresh sine-wave tasks", str(ckpt.path))
+        body = learner.body
+    else:
+        if cfg.method == "adapt":
+            raise ConfigError("--method adapt needs a meta-trained checkpoint; use prototype or finetune")
+        model = build_model(ModelSpec.from_dict(ckpt.meta["model"]))
+        model.load_state_dict(ckpt.model)
+        body = model.backbone.to(device)
+    data, which = held_out_classes(data_spec, ckpt.meta)
+    if cfg.method == "adapt":
+        result = evaluate_learner(learner, data, cfg, steps, device, on_step)
+    else:
+        result = evaluate_backbone(body, data, cfg, device, on_step)
+    return CheckpointEvaluation(result, data_spec, which, str(ckpt.path))
+
+
+def default_method(ckpt: Checkpoint) -> str:
+    """The method a checkpoint implies: its inner loop if meta-trained (prototypes for ProtoNet)."""
+    if ckpt.meta.get("kind") == "meta-train" and ckpt.meta.get("algorithm") != "protonet":
+        return "adapt"
+    return "prototype"
+
+
+def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device) -> EvalResult:
+    """Mean squared error after `steps` inner steps on `cfg.episodes` fresh, seeded sine-wave tasks."""
+    from pipeline.train.tasks import RegressionTasks
+
+    batch = RegressionTasks(cfg.shots, cfg.queries, cfg.episodes, 10_000 + cfg.seed, device).sample()
+    p = {n: t.detach() for n, t in learner.state_params().items()}
+    with torch.no_grad():
+        loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, steps, True), batch.query_labels)
+    mean, ci95 = mean_ci95(loss.cpu())
+    return EvalResult(mean, ci95, cfg.episodes, 1, cfg.shots, cfg.queries, "adapt", metric="mse")
+
+
+def held_out_classes(data_spec: str, meta: dict) -> tuple[ClassImages, str]:
+    """The checkpoint's test classes from `data_spec`, or all classes of a dataset it never saw."""
+    trained = InputSpec.from_dict(meta["input"])
+    data = load_data(data_spec, image_size=trained.size)
+    if (data.spec.channels, data.spec.size) != (trained.channels, trained.size):
+        raise CheckpointError(f"{data_spec} gives {data.spec.channels}×{data.spec.size}² images but the "
+                              f"checkpoint was trained on {trained.channels}×{trained.size}²")
+    data = dataclasses.replace(data, spec=trained)
+    index = {name: i for i, name in enumerate(data.class_names)}
+    test = meta["splits"]["test"]
+    if all(name in index for name in test):
+        return data.subset([index[n] for n in test]), f"test split ({len(test)} classes)"
+    seen = set(meta["splits"]["train"]) | set(meta["splits"]["val"])
+    if seen.isdisjoint(index):
+        return data, f"all {data.num_classes} classes (none seen in training)"
+    missing = next(n for n in test if n not in index)
+    raise DataError(f"{data_spec} shares classes with the checkpoint's training data but lacks its test "
+                    f"class {missing!r}")

@@ -1,0 +1,106 @@
+"""Everything a meta-training run is built from: data and splits, the learner, the task source and
+the validation function — for image classification and for MAML's sine-wave regression."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
+from pipeline.algorithms.base import batch_outputs, query_metrics
+from pipeline.config import config_to_dict
+from pipeline.data import InputSpec, Splits, load_data, make_splits
+from pipeline.errors import CheckpointError, ConfigError
+from pipeline.models import ModelSpec
+from pipeline.train.checkpoint import Checkpoint, load_checkpoint
+from pipeline.train.common import mean_ci95
+from pipeline.train.evaluate import EvalConfig
+from pipeline.train.evaluate_meta import evaluate_learner
+from pipeline.train.tasks import ImageTasks, RegressionTasks
+
+if TYPE_CHECKING:
+    from pipeline.train.meta_train import MetaTrainConfig
+
+REGRESSION_ALGORITHMS = ("maml", "metasgd", "reptile")
+
+
+@dataclass
+class Setup:
+    learner: MetaLearner
+    tasks: ImageTasks | RegressionTasks
+    meta: dict[str, Any]
+    validate: Callable[[], tuple[float, float]]  # → (score, ci95); higher is better
+
+
+def prepare(cfg: MetaTrainConfig, device: torch.device) -> Setup:
+    if cfg.data == "sinusoid":
+        return _prepare_regression(cfg, device)
+    init = _load_init(cfg)
+    model = ModelSpec.from_dict(init.meta["model"]) if init else None
+    image_size = InputSpec.from_dict(init.meta["input"]).size if init else cfg.image_size
+    data = load_data(cfg.data, image_size=image_size, download=cfg.download)
+    splits = Splits.from_dict(init.meta["splits"]) if init else make_splits(data, fractions=cfg.split,
+                                                                             seed=cfg.split_seed)
+    train = data.subset(splits.indices(data, "train"))
+    val = data.subset(splits.indices(data, "val"))
+    train = train.with_rotations() if cfg.rotations else train
+    alg = get_algorithm(cfg.algorithm)
+    spec = LearnerSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
+                       options=dict(model.options) if model else {}, head=cfg.head, head_init=cfg.head_init,
+                       adapt=cfg.adapt_mode, scale_shift=alg.scale_shift, learn_lr=alg.learn_lr,
+                       inner_lr=cfg.inner_lr, transfer_classes=train.num_classes if alg.name == "joint" else 0)
+    body = {k[len("backbone."):]: v for k, v in init.model.items() if k.startswith("backbone.")} if init else None
+    torch.manual_seed(cfg.seed)
+    learner = MetaLearner(spec, body).to(device)
+    tasks = ImageTasks(train.to(device), cfg.ways, cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed)
+    val_cfg = EvalConfig(cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=cfg.seed)
+
+    def validate() -> tuple[float, float]:
+        result = evaluate_learner(learner, val, val_cfg, cfg.inner_steps, device)
+        return result.accuracy, result.ci95
+
+    meta = {"kind": "meta-train", "config": config_to_dict(cfg), "learner": spec.to_dict(),
+            "input": data.spec.to_dict(), "splits": splits.to_dict(), "data": data.provenance,
+            "algorithm": cfg.algorithm, "inner_steps": cfg.inner_steps}
+    return Setup(learner, tasks, meta, validate)
+
+
+def _load_init(cfg: MetaTrainConfig) -> Checkpoint | None:
+    if not cfg.init:
+        return None
+    init = load_checkpoint(cfg.init)
+    if init.meta.get("kind") != "pretrain":
+        raise CheckpointError(f"--init {cfg.init} is a {init.meta.get('kind')} checkpoint; it must come from "
+                              "`mtl pretrain`")
+    if init.meta["model"]["backbone"] != cfg.backbone:
+        raise ConfigError(f"--init {cfg.init} holds a {init.meta['model']['backbone']} backbone but --backbone is "
+                          f"{cfg.backbone}")
+    return init
+
+
+def _prepare_regression(cfg: MetaTrainConfig, device: torch.device) -> Setup:
+    """MAML §5.1: a 1→40→40→1 ReLU network adapted on K points of a sine wave, scored by MSE."""
+    if cfg.algorithm not in REGRESSION_ALGORITHMS:
+        raise ConfigError(f"--data sinusoid supports {', '.join(REGRESSION_ALGORITHMS)}, not {cfg.algorithm}")
+    spec = LearnerSpec(backbone="mlp", in_channels=1, image_size=1, head="none", head_init="zero", adapt="all",
+                       learn_lr=get_algorithm(cfg.algorithm).learn_lr, inner_lr=cfg.inner_lr)
+    torch.manual_seed(cfg.seed)
+    learner = MetaLearner(spec).to(device)
+    tasks = RegressionTasks(cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, device)
+
+    def validate() -> tuple[float, float]:
+        batch = RegressionTasks(cfg.shots, cfg.queries, cfg.val_episodes, cfg.seed + 1, device).sample()
+        p = {n: t.detach() for n, t in learner.state_params().items()}
+        with torch.no_grad():
+            loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, cfg.inner_steps, True),
+                                    batch.query_labels)
+        mean, ci95 = mean_ci95(loss.cpu())
+        return -mean, ci95
+
+    meta = {"kind": "meta-train", "config": config_to_dict(cfg), "learner": spec.to_dict(), "input": None,
+            "splits": {"train": [], "val": [], "test": []}, "data": {"spec": "sinusoid"},
+            "algorithm": cfg.algorithm, "inner_steps": cfg.inner_steps}
+    return Setup(learner, tasks, meta, validate)

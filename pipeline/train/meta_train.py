@@ -1,0 +1,166 @@
+"""Meta-training: one loop for every algorithm (the algorithm is a parameter).
+
+Each iteration draws a meta-batch of tasks on the training device and hands it to the algorithm's
+`update` (vmapped over tasks); every `val_every` iterations the model is evaluated on validation
+classes with the same inner loop, metrics are appended, `last` is saved (model, optimisers,
+sampler RNG: exact resume) and `best` is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.algorithms import ALGORITHMS, Algorithm, Hyper, LearnerSpec, MetaLearner, get_algorithm
+from pipeline.config import config_to_dict
+from pipeline.errors import ConfigError
+from pipeline.train.checkpoint import Checkpoint, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from pipeline.train.common import StepCallback, no_progress, resolve_device
+from pipeline.train.evaluate import EvalConfig
+from pipeline.train.meta_setup import Setup, prepare
+from pipeline.train.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """Options of `mtl meta-train` (saved into the run directory and every checkpoint)."""
+
+    data: str = "synthetic"
+    out: str = "runs/meta"
+    algorithm: str = "maml"
+    init: str | None = None
+    backbone: str = "conv4"
+    head: str = "linear"
+    head_init: str = "learned"
+    adapt: str | None = None
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int = 16
+    inner_steps: int = 5
+    inner_lr: float = 0.4
+    outer_lr: float = 1e-3
+    iterations: int = 1000
+    first_order: bool = False
+    compile: bool = False
+    chunk: int = 0
+    beta: float = 0.5
+    meta_learner: str = "maml"
+    hard_tasks: bool = False
+    image_size: int | None = None
+    rotations: bool = False
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_seed: int = 0
+    seed: int = 0
+    val_every: int = 100
+    val_episodes: int = 100
+    device: str = "auto"
+    resume: bool = False
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        alg = get_algorithm(self.algorithm)
+        if self.adapt not in (None, "head", "all"):
+            raise ConfigError(f"--adapt must be head or all, got {self.adapt!r}")
+        if alg.needs_init and not self.init:
+            raise ConfigError(f"--algorithm {self.algorithm} needs --init PRETRAIN_CKPT (a `mtl pretrain` run)")
+        if min(self.iterations, self.meta_batch, self.inner_steps, self.val_every, self.val_episodes) < 1:
+            raise ConfigError("iterations, meta-batch, inner steps, val-every and val-episodes must all be ≥ 1")
+        if not (self.inner_lr > 0 and self.outer_lr > 0):
+            raise ConfigError(f"learning rates must be positive, got inner {self.inner_lr}, outer {self.outer_lr}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"--beta must be in [0, 1], got {self.beta}")
+        if self.meta_learner not in ("maml", "reptile"):
+            raise ConfigError(f"--meta-learner must be maml or reptile, got {self.meta_learner!r}")
+        if self.chunk < 0:
+            raise ConfigError(f"--chunk must be ≥ 0 (0 = whole meta-batch), got {self.chunk}")
+        EvalConfig(self.ways, self.shots, self.queries, self.val_episodes)
+
+    @property
+    def adapt_mode(self) -> str:
+        alg = ALGORITHMS[self.algorithm]
+        return alg.adapt if alg.adapt == "proto" or self.adapt is None else self.adapt
+
+    def hyper(self) -> Hyper:
+        return Hyper(inner_steps=self.inner_steps, first_order=self.first_order, chunk=self.chunk,
+                     beta=self.beta, meta_learner=self.meta_learner)
+
+
+@dataclass(frozen=True)
+class MetaTrainResult:
+    run_dir: str
+    iterations: int
+    best_val: float
+    last: dict
+
+
+def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> MetaTrainResult:
+    """Run (or resume) a meta-training job."""
+    device = resolve_device(cfg.device)
+    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
+    setup = prepare(cfg, device)
+    run.write_splits(setup.meta["splits"])
+    alg = get_algorithm(cfg.algorithm)
+    optimizers = alg.make_optimizers(setup.learner, cfg.outer_lr, cfg.hyper())
+    start, best = _maybe_resume(run, cfg, setup, optimizers)
+    update = torch.compile(alg.update) if cfg.compile else alg.update
+    record: dict = {}
+    window = torch.zeros((), device=device)
+    began = time.perf_counter()
+    for it in range(start, cfg.iterations):
+        metrics = update(setup.learner, setup.tasks.sample(), optimizers, cfg.hyper())
+        if cfg.hard_tasks and "worst_classes" in metrics:
+            update(setup.learner, setup.tasks.hard(metrics["worst_classes"]), optimizers, cfg.hyper())
+        window += metrics["loss"].detach()
+        on_step("iteration", it + 1, cfg.iterations, {})
+        if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
+            record = _validate(setup, cfg, it + 1, float(window) / cfg.val_every, device, began)
+            improved = record["val_score"] > best
+            best = max(best, record["val_score"])
+            run.log(record)
+            _save(run, setup, alg, optimizers, {**setup.meta, "iteration": it + 1, "best_val": best,
+                                                 "metrics": record}, improved)
+            on_step("validation", it + 1, cfg.iterations, record)
+            window.zero_()
+    return MetaTrainResult(str(run.path), cfg.iterations, best, record)
+
+
+def _validate(setup: Setup, cfg: MetaTrainConfig, iteration: int, train_loss: float, device: torch.device,
+              began: float) -> dict:
+    score, ci95 = setup.validate()
+    return {"epoch": iteration, "iteration": iteration, "train_loss": train_loss, "val_score": score,
+            "val_ci95": ci95, "seconds": round(time.perf_counter() - began, 3)}
+
+
+def _maybe_resume(run: RunDir, cfg: MetaTrainConfig, setup: Setup,
+                  optimizers: list[torch.optim.Optimizer]) -> tuple[int, float]:
+    if not cfg.resume:
+        return 0, float("-inf")
+    ckpt = load_checkpoint(run.last)
+    setup.learner.load_state_dict(ckpt.model)
+    for i, opt in enumerate(optimizers):
+        prefix = f"{i}/"
+        restore_optimizer(opt, {k[len(prefix):]: v for k, v in ckpt.optim.items() if k.startswith(prefix)},
+                          ckpt.meta["optimizers"][i])
+    setup.tasks.load_state_dict({"generator": ckpt.rng["sampler"]})
+    run.truncate_metrics(ckpt.meta["iteration"])
+    return int(ckpt.meta["iteration"]), float(ckpt.meta["best_val"])
+
+
+def _save(run: RunDir, setup: Setup, alg: Algorithm, optimizers: list[torch.optim.Optimizer], meta: dict,
+          improved: bool) -> None:
+    state = setup.learner.state_dict()
+    if improved:
+        save_checkpoint(run.best, Checkpoint(meta, state))
+    optim_tensors, infos = {}, []
+    for i, opt in enumerate(optimizers):
+        tensors, info = flatten_optimizer(opt)
+        optim_tensors.update({f"{i}/{k}": v for k, v in tensors.items()})
+        infos.append(info)
+    rng = {"sampler": setup.tasks.state_dict()["generator"]}
+    save_checkpoint(run.last, Checkpoint({**meta, "optimizers": infos}, state, optim_tensors, rng))
+
+
+__all__ = ["LearnerSpec", "MetaLearner", "MetaTrainConfig", "MetaTrainResult", "meta_train"]

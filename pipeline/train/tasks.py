@@ -1,0 +1,60 @@
+"""Task sources for meta-training: meta-batches of episodes as float `TaskBatch`es on the device."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.algorithms.base import TaskBatch
+from pipeline.data.class_images import ClassImages
+from pipeline.data.sampler import Episodes, EpisodeSampler
+from pipeline.train.common import normalize
+
+
+def to_task_batch(episodes: Episodes, data: ClassImages, n_way: int) -> TaskBatch:
+    """uint8 episodes → normalised float task batch (same preprocessing as pretraining)."""
+    return TaskBatch(normalize(episodes.support, data.spec), episodes.support_labels,
+                     normalize(episodes.query, data.spec), episodes.query_labels, episodes.classes, n_way)
+
+
+class ImageTasks:
+    """N-way K-shot episodes of a `ClassImages` already on the training device."""
+
+    def __init__(self, data: ClassImages, ways: int, shots: int, queries: int, meta_batch: int, seed: int) -> None:
+        self.data = data
+        self.sampler = EpisodeSampler(data, ways, shots, queries, meta_batch=meta_batch, seed=seed)
+
+    def sample(self) -> TaskBatch:
+        return to_task_batch(self.sampler.sample(), self.data, self.sampler.n_way)
+
+    def hard(self, failures: torch.Tensor) -> TaskBatch:
+        """A meta-batch re-sampled from the classes the model got most wrong (Sun et al. 2019)."""
+        classes = self.sampler.hard_classes(failures, self.sampler.meta_batch)
+        return to_task_batch(self.sampler.sample(classes=classes), self.data, self.sampler.n_way)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+class RegressionTasks:
+    """Sine-wave regression tasks (MAML §5.1) as task batches."""
+
+    def __init__(self, shots: int, queries: int, meta_batch: int, seed: int, device: torch.device) -> None:
+        from pipeline.data.sinusoid import SinusoidTasks
+
+        self.sampler = SinusoidTasks(shots, queries, meta_batch=meta_batch, seed=seed, device=device)
+
+    def sample(self, meta_batch: int | None = None) -> TaskBatch:
+        e = self.sampler.sample(meta_batch)
+        return TaskBatch(e.support, e.support_labels, e.query, e.query_labels, e.classes, 1)
+
+    def hard(self, failures: torch.Tensor) -> TaskBatch:
+        return self.sample()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.sampler.load_state_dict(state)

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from pipeline.algorithms import LearnerSpec, MetaLearner
+from pipeline.atomic import read_jsonl
+from pipeline.errors import CheckpointError, ConfigError
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.evaluate import EvalConfig
+from pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from pipeline.train.meta_train import MetaTrainConfig, meta_train
+
+FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=4, inner_steps=2, val_every=10,
+            val_episodes=20, device="cpu")
+
+
+def test_short_maml_beats_the_untrained_model_on_held_out_classes(tmp_path):
+    cfg = MetaTrainConfig(out=str(tmp_path / "maml"), algorithm="maml", iterations=60, outer_lr=3e-3,
+                          **dict(FAST, val_every=30))
+    meta_train(cfg)
+    eval_cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=150)
+    trained = evaluate_checkpoint(str(tmp_path / "maml"), None, eval_cfg, "cpu").result
+    ckpt = load_checkpoint(tmp_path / "maml")
+    torch.manual_seed(cfg.seed)  # the same initialisation meta-training started from
+    untrained = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
+    from pipeline.train.evaluate_ckpt import held_out_classes
+    from pipeline.train.evaluate_meta import evaluate_learner
+
+    data, _ = held_out_classes("synthetic:60", ckpt.meta)
+    before = evaluate_learner(untrained, data, eval_cfg, 2, torch.device("cpu"))
+    assert trained.method == "adapt"
+    assert trained.accuracy > before.accuracy + 0.08, (before.accuracy, trained.accuracy)
+
+
+def test_mtl_leaves_the_pretrained_extractor_untouched_and_learns_scale_and_shift(tmp_path, pretrained_run):
+    pre, _ = pretrained_run
+    out = tmp_path / "mtl"
+    meta_train(MetaTrainConfig(out=str(out), algorithm="mtl", init=str(pre), iterations=10, hard_tasks=True,
+                               **FAST))
+    pretrained = load_checkpoint(pre / "best.safetensors").model
+    learned = load_checkpoint(out / "last.safetensors").model
+    frozen = [k for k in pretrained if k.startswith("backbone.")]
+    assert frozen
+    for key in frozen:  # conv weights now live inside the scale/shift wrapper
+        name = "body." + key[len("backbone."):]
+        match = learned.get(name, learned.get(name.replace(".weight", ".conv.weight").replace(".bias", ".conv.bias")))
+        assert match is not None, key
+        assert torch.equal(match, pretrained[key]), key
+    scales = [k for k in learned if k.endswith(".scale")]
+    assert scales and any(not torch.equal(learned[k], torch.ones_like(learned[k])) for k in scales)
+
+
+def test_mtl_without_init_and_init_from_a_meta_checkpoint_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="needs --init"):
+        MetaTrainConfig(algorithm="mtl", **FAST)
+    out = tmp_path / "maml"
+    meta_train(MetaTrainConfig(out=str(out), iterations=1, **FAST))
+    with pytest.raises(CheckpointError, match="must come from `mtl pretrain`"):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "x"), algorithm="mtl", init=str(out), **FAST))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = dict(FAST, algorithm="metasgd", iterations=20)
+    meta_train(MetaTrainConfig(out=str(tmp_path / "whole"), **cfg))
+
+    def stop_after_first_validation(kind, done, total, info):
+        if kind == "iteration" and done == 13:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "cut"), **cfg), stop_after_first_validation)
+    meta_train(MetaTrainConfig(out=str(tmp_path / "cut"), resume=True, **cfg))
+    a = load_checkpoint(tmp_path / "whole" / "last.safetensors")
+    b = load_checkpoint(tmp_path / "cut" / "last.safetensors")
+    for name, tensor in a.model.items():
+        assert torch.allclose(tensor, b.model[name], atol=1e-6), name
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 2
+
+
+@pytest.mark.parametrize("bad", [dict(beta=1.5), dict(meta_learner="sgd"), dict(adapt="some"),
+                                 dict(inner_lr=0.0), dict(iterations=0), dict(algorithm="bogus")])
+def test_bad_meta_train_options_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        MetaTrainConfig(**dict(FAST, **bad))
