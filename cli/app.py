@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import evaluate_cmd, meta_cmd, train_cmd
+from cli import evaluate_cmd, export_cmd, meta_cmd, train_cmd
 
 app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Meta-transfer learning for the edge: pretrain and meta-train on a GPU, adapt to "
@@ -14,6 +14,7 @@ app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty
 app.command("pretrain")(train_cmd.pretrain)
 app.command("meta-train")(meta_cmd.meta_train)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("export")(export_cmd.export)
 
 
 def _version(value: bool) -> None:

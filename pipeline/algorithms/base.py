@@ -8,6 +8,7 @@ chunks whose gradients accumulate to exactly the unchunked result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ class Hyper:
     chunk: int = 0  # tasks per vmapped call; 0 = the whole meta-batch
     beta: float = 0.5
     meta_learner: str = "maml"
+    bf16: bool = False  # bf16 autocast of the task forward/backward passes (CUDA)
 
 
 def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int,
@@ -91,7 +93,8 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
     worst = []
     for index in chunk_slices(len(batch), hp.chunk):
         part = batch.part(index)
-        outputs = batch_outputs(learner, p, part, hp.inner_steps, first_order)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hp.bf16):
+            outputs = batch_outputs(learner, p, part, hp.inner_steps, first_order)
         loss, acc = query_metrics(learner, outputs, part.query_labels)
         (loss.sum() / len(batch)).backward()
         total_loss += loss.detach().sum()
@@ -132,10 +135,31 @@ class Algorithm:
     paper: str = ""
 
 
+def fitting_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper) -> dict[str, torch.Tensor]:
+    """`accumulate_meta_gradient`, halving the chunk on out-of-memory until it fits (same result).
+
+    The chunk that fitted is returned as metrics["chunk"] so the loop keeps using it.
+    """
+    chunk = hp.chunk if 0 < hp.chunk < len(batch) else len(batch)
+    while True:
+        learner.zero_grad(set_to_none=True)
+        try:
+            metrics = accumulate_meta_gradient(learner, batch, dataclasses.replace(hp, chunk=chunk))
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        metrics["chunk"] = torch.tensor(chunk)
+        return metrics
+
+
 def gradient_update(learner: MetaLearner, batch: TaskBatch, optimizers: list[torch.optim.Optimizer],
                     hp: Hyper) -> dict[str, torch.Tensor]:
     """One outer step of a gradient-based meta-learner: θ ← opt(θ, ∇θ mean query loss)."""
     optimizers[0].zero_grad(set_to_none=True)
-    metrics = accumulate_meta_gradient(learner, batch, hp)
+    metrics = fitting_meta_gradient(learner, batch, hp)
     optimizers[0].step()
     return metrics

@@ -8,6 +8,7 @@ sampler RNG: exact resume) and `best` is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -83,9 +84,10 @@ class MetaTrainConfig:
         alg = ALGORITHMS[self.algorithm]
         return alg.adapt if alg.adapt == "proto" or self.adapt is None else self.adapt
 
-    def hyper(self) -> Hyper:
+    def hyper(self, device: torch.device | None = None) -> Hyper:
         return Hyper(inner_steps=self.inner_steps, first_order=self.first_order, chunk=self.chunk,
-                     beta=self.beta, meta_learner=self.meta_learner)
+                     beta=self.beta, meta_learner=self.meta_learner,
+                     bf16=device is not None and device.type == "cuda")
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,19 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     setup = prepare(cfg, device)
     run.write_splits(setup.meta["splits"])
     alg = get_algorithm(cfg.algorithm)
-    optimizers = alg.make_optimizers(setup.learner, cfg.outer_lr, cfg.hyper())
+    hp = cfg.hyper(device)
+    optimizers = alg.make_optimizers(setup.learner, cfg.outer_lr, hp)
     start, best = _maybe_resume(run, cfg, setup, optimizers)
     update = torch.compile(alg.update) if cfg.compile else alg.update
     record: dict = {}
     window = torch.zeros((), device=device)
     began = time.perf_counter()
     for it in range(start, cfg.iterations):
-        metrics = update(setup.learner, setup.tasks.sample(), optimizers, cfg.hyper())
+        metrics = update(setup.learner, setup.tasks.sample(), optimizers, hp)
+        if "chunk" in metrics and int(metrics["chunk"]) != hp.chunk:  # the meta-batch did not fit at once
+            hp = dataclasses.replace(hp, chunk=int(metrics["chunk"]))
         if cfg.hard_tasks and "worst_classes" in metrics:
-            update(setup.learner, setup.tasks.hard(metrics["worst_classes"]), optimizers, cfg.hyper())
+            update(setup.learner, setup.tasks.hard(metrics["worst_classes"]), optimizers, hp)
         window += metrics["loss"].detach()
         on_step("iteration", it + 1, cfg.iterations, {})
         if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:

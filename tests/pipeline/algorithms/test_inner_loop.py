@@ -117,3 +117,25 @@ def test_a_head_adapts_to_more_classes_than_it_was_built_for():
         wide = tiny_batch(tasks=2, ways=ways, dtype=torch.float32)
         outputs = batch_outputs(learner, learner.state_params(), wide, steps=3)
         assert outputs.shape == (2, ways * 2, ways)
+
+
+def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_gradient(batch, monkeypatch):
+    from pipeline.algorithms import base
+
+    learner = tiny_learner()
+    hp = Hyper(inner_steps=2)
+    learner.zero_grad()
+    accumulate_meta_gradient(learner, batch, hp)
+    whole = {n: t.grad.clone() for n, t in learner.named_parameters()}
+    real = base.batch_outputs
+
+    def small_memory(learner, p, part, steps, first_order=False):
+        if len(part) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(learner, p, part, steps, first_order)
+
+    monkeypatch.setattr(base, "batch_outputs", small_memory)
+    metrics = base.fitting_meta_gradient(learner, batch, hp)
+    assert int(metrics["chunk"]) == 1
+    for name, grad in whole.items():
+        assert torch.allclose(grad, learner.get_parameter(name).grad, atol=1e-10), name

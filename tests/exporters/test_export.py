@@ -1,0 +1,90 @@
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from exporters.bundle_export import export_bundle
+from exporters.deploy_model import deploy_model
+from exporters.graphs import adapt_step_fn
+from pipeline.algorithms.inner import inner_adapt
+from pipeline.errors import CheckpointError
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.meta_train import MetaTrainConfig, meta_train
+
+FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=2, iterations=2, val_every=2,
+            val_episodes=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mtl_run(tmp_path_factory, pretrained_run):
+    out = tmp_path_factory.mktemp("mtl") / "run"
+    meta_train(MetaTrainConfig(out=str(out), algorithm="mtl", init=str(pretrained_run[0]), **FAST))
+    return out
+
+
+def test_a_pretrained_checkpoint_exports_a_checked_bundle_with_hashes(pretrained_run, tmp_path):
+    report = export_bundle(pretrained_run[0], tmp_path / "bundle")
+    bundle = tmp_path / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["schema"] == "mtl-bundle/1" and manifest["head"] == {"type": "linear", "init": "proto"}
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
+    for name in ("embed", "adapt_step", "predict"):
+        model = onnx.load(bundle / f"{name}.onnx")
+        assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+        assert "BatchNormalization" not in {n.op_type for n in model.graph.node}  # folded into the convs
+        assert [i.name for i in model.graph.input] == [i["name"] for i in manifest["graphs"][name]["inputs"]]
+    assert max(report.parity.values()) < 1e-4
+    assert sum(report.files.values()) < 1_000_000  # a Conv-4 bundle fits in 1 MB
+
+
+def test_mtl_bundle_folds_scale_and_shift_and_keeps_the_learned_head(mtl_run, tmp_path):
+    out = export_bundle(mtl_run, tmp_path / "mtl.mtlb", single_file=True).path
+    with zipfile.ZipFile(out) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        embed = onnx.load_from_string(zf.read("embed.onnx"))
+        init = np.load(zf.open("init.npz"), allow_pickle=False)
+        assert init["head_weight"].shape == (manifest["feature_dim"],)
+    assert manifest["head"]["init"] == "learned" and manifest["producer"]["algorithm"] == "mtl"
+    assert "Mul" not in {n.op_type for n in embed.graph.node}  # the scale is inside the conv weights
+
+
+@pytest.mark.parametrize("ways,examples", [(2, 4), (7, 21)])
+def test_k_onnx_steps_match_the_trainers_inner_adapt(mtl_run, tmp_path, ways, examples):
+    report = export_bundle(mtl_run, tmp_path / "b")
+    dm = deploy_model(load_checkpoint(mtl_run))
+    session = ort.InferenceSession(str(tmp_path / "b" / "adapt_step.onnx"))
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(examples, dm.feature_dim, generator=g)
+    labels = torch.arange(examples) % ways
+    p = {n: t.detach() for n, t in dm.learner.named_parameters()}
+    head = dm.learner.init_head(p, feats, labels, ways)
+    lr = {"head.weight": torch.full((1, dm.feature_dim), 0.3), "head.bias": torch.full((1,), 0.3)}
+
+    def loss_fn(fast, f, y):
+        return dm.learner.task_loss(dm.learner.head_logits(p, fast, f), y)
+
+    want = inner_adapt(head, feats, labels, 5, lr, loss_fn=loss_fn, first_order=True)
+    w, b = head["head.weight"].numpy(), head["head.bias"].numpy()
+    for _ in range(5):
+        w, b, _ = session.run(None, {"weight": w, "bias": b, "features": feats.numpy(), "labels": labels.numpy(),
+                                     "lr_weight": lr["head.weight"].numpy(), "lr_bias": lr["head.bias"].numpy()})
+    assert np.abs(w - want["head.weight"].numpy()).max() < 1e-5
+    assert np.abs(b - want["head.bias"].numpy()).max() < 1e-5
+    assert report.parity["adapt_step.new_weight"] < 1e-5
+    assert adapt_step_fn(dm)  # the graph came from the same inner_step
+
+
+def test_a_body_adapting_checkpoint_is_refused_with_the_reason(tmp_path):
+    out = tmp_path / "maml"
+    meta_train(MetaTrainConfig(out=str(out), algorithm="maml", **FAST))
+    with pytest.raises(CheckpointError, match="adapted the body.*--adapt head"):
+        export_bundle(out, tmp_path / "b")
+    with pytest.raises(CheckpointError, match="batch statistics"):
+        export_bundle(out, tmp_path / "b", adapt="head")
+    assert not (tmp_path / "b").exists()
