@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import evaluate_cmd, export_cmd, meta_cmd, train_cmd
+from cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, train_cmd
 
 app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Meta-transfer learning for the edge: pretrain and meta-train on a GPU, adapt to "
@@ -14,6 +14,9 @@ app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty
 app.command("pretrain")(train_cmd.pretrain)
 app.command("meta-train")(meta_cmd.meta_train)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("adapt")(device_cmd.adapt)
+app.command("predict")(device_cmd.predict)
+app.add_typer(device_cmd.bundle_app, name="bundle")
 app.command("export")(export_cmd.export)
 
 

@@ -1,25 +1,8 @@
-"""One error family for every mistake a user can make (torch-free, shared by every package).
+"""The error family, re-exported from `device_runtime.errors` (its one definition, torch-free).
 
 The CLI turns an `MtlError` into one line on stderr and a non-zero exit, without a traceback.
-Messages name the file, the class or the count at fault.
 """
 
+from device_runtime.errors import BundleError, CheckpointError, ConfigError, DataError, MtlError
 
-class MtlError(ValueError):
-    """Base class: a user-facing error whose message is the whole explanation."""
-
-    exit_code = 1
-
-
-class ConfigError(MtlError):
-    """An option or configuration value is out of range or inconsistent (a usage error)."""
-
-    exit_code = 2
-
-
-class DataError(MtlError):
-    """A data source is missing, empty, unreadable or too small for the requested episodes."""
-
-
-class CheckpointError(MtlError):
-    """A checkpoint or run directory is missing, corrupt or incompatible with the request."""
+__all__ = ["BundleError", "CheckpointError", "ConfigError", "DataError", "MtlError"]

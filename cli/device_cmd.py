@@ -1,0 +1,134 @@
+"""`mtl adapt`, `mtl predict`, `mtl bundle verify|inspect`: the device side (numpy + onnxruntime + Pillow).
+
+Nothing here needs torch; `device_runtime` is imported inside the commands, so `mtl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.errors import handle_errors
+
+if TYPE_CHECKING:
+    from device_runtime.bundle import Bundle
+
+console = Console()
+bundle_app = typer.Typer(no_args_is_help=True, help="Check or describe a deploy bundle (directory or .mtlb).")
+
+BundleArg = Annotated[Path, typer.Argument(help="A bundle directory or .mtlb file.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime intra-op threads.")]
+
+
+@handle_errors
+def adapt(
+    bundle: BundleArg,
+    support: Annotated[Path, typer.Argument(help="One sub-folder of labelled images per new class.")],
+    out: Annotated[Path, typer.Option("--out", help="Adapted state directory to write (replaced atomically).")],
+    steps: Annotated[int | None, typer.Option(min=0, help="Update steps (default: the bundle's).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Step size, or the factor on meta-learned step sizes "
+                                             "(default: the bundle's).")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Learn new classes from a few labelled images per class, on this machine, without torch."""
+    from device_runtime import Adapter, Bundle
+    from device_runtime.preprocess import image_folders
+
+    adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads))
+    for name, images in image_folders(support).items():
+        adapter.add_examples(name, images)
+    result = adapter.adapt(steps, lr)
+    adapter.save(out)
+    console.print(f"classes ({len(result.classes)}): {', '.join(result.classes)}", highlight=False)
+    console.print(f"support: {result.support} images", highlight=False)
+    console.print(f"loss: {result.loss_before:.4f} → {result.final_loss:.4f} ({result.steps} steps, "
+                  f"lr {result.lr:g})", highlight=False)
+    console.print(f"saved: {out}", highlight=False)
+
+
+@handle_errors
+def predict(
+    adapted: Annotated[Path, typer.Argument(help="An adapted state directory (mtl adapt --out).")],
+    images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list on stdout.")] = False,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Classify images with an adapted state: the label and its probability per image."""
+    from device_runtime import Adapter
+
+    adapter = Adapter.load(adapted, intra_op_num_threads=threads)
+    labels, probs = adapter.predict(images)
+    classes = adapter.result.classes
+    records = [{"image": str(path), "label": label, "probability": float(row.max()),
+                "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)}}
+               for path, label, row in zip(images, labels, probs, strict=True)]
+    if as_json:
+        typer.echo(json.dumps(records))
+        return
+    for record in records:
+        console.print(f"{record['image']}: {record['label']} ({100 * record['probability']:.1f}%)", highlight=False)
+
+
+@handle_errors
+def verify(bundle: BundleArg) -> None:
+    """Check a bundle completely (schema, sha256 of every file, graph interfaces, onnxruntime load)."""
+    from device_runtime import Bundle
+
+    loaded = Bundle.load(bundle)
+    console.print(f"ok: {bundle} ({loaded.manifest['schema']}, {len(loaded.files)} files verified, "
+                  f"{len(loaded.graphs)} graphs load in onnxruntime)", highlight=False)
+
+
+@handle_errors
+def inspect(bundle: BundleArg) -> None:
+    """Show a verified bundle: manifest fields, files, graph inputs/outputs and operator types."""
+    from device_runtime import Bundle
+
+    loaded = Bundle.load(bundle)
+    console.print(_manifest_table(loaded))
+    console.print(_files_table(loaded))
+    console.print(_graphs_table(loaded))
+
+
+def _manifest_table(bundle: Bundle) -> Table:
+    m, spec = bundle.manifest, bundle.input_spec
+    table = Table("field", "value", title=f"manifest ({bundle.label})", title_justify="left")
+    rows = {"schema": m["schema"],
+            "producer": ", ".join(f"{k} {v}" for k, v in m["producer"].items()),
+            "input": f"{spec.size}×{spec.size}, {spec.channels} channel(s), mean {list(spec.mean)}, std "
+                     f"{list(spec.std)}, invert {spec.invert}, resize {spec.resize}",
+            "feature_dim": str(m["feature_dim"]),
+            "head": f"{m['head']['type']}, init {m['head']['init']}",
+            "adapt": f"{m['adapt']['steps']} steps, lr {m['adapt']['lr']}, learned_lr {m['adapt']['learned_lr']}",
+            "opset": str(m["opset"]),
+            "init": ", ".join(f"{k} {v}" for k, v in m["init"]["arrays"].items()) or "(none)"}
+    for key, value in rows.items():
+        table.add_row(key, value)
+    return table
+
+
+def _files_table(bundle: Bundle) -> Table:
+    table = Table("file", "bytes", "sha256", title="files", title_justify="left")
+    for name, data in bundle.files.items():
+        table.add_row(name, f"{len(data):,}", bundle.manifest["files"][name][:16] + "…")
+    return table
+
+
+def _graphs_table(bundle: Bundle) -> Table:
+    table = Table("graph", "inputs", "outputs", "operators", title="graphs", title_justify="left")
+    for name, info in bundle.graphs.items():
+        spec = bundle.manifest["graphs"][name]
+        io = ["\n".join(f"{t['name']} {t['dtype']} [{', '.join(map(str, t['shape']))}]" for t in spec[side])
+              for side in ("inputs", "outputs")]
+        ops = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in sorted(info.op_types.items()))
+        table.add_row(f"{name}\n({spec['file']})", *io, ops)
+    return table
+
+
+bundle_app.command("verify")(verify)
+bundle_app.command("inspect")(inspect)

@@ -1,0 +1,105 @@
+"""The adapted state directory (`mtl adapt … --out ADAPTED`, docs/bundle.md): write it atomically, read it back.
+
+`bundle.mtlb` (the bundle, so the directory is self-contained), `state.npz` (`weight` (N, D), `bias`
+(N,), support `features` (M, D), `labels` (M,)) and `adapted.json` (class names in label order, steps,
+lr, losses, final loss, the sha256 of `bundle.mtlb`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.adapter import AdaptResult
+from device_runtime.atomic import replace_dir, write_files
+from device_runtime.bundle import Bundle
+from device_runtime.errors import BundleError
+
+SCHEMA = "mtl-adapted/1"
+ADAPTED_JSON, STATE, BUNDLE = "adapted.json", "state.npz", "bundle.mtlb"
+
+
+def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
+                 labels: np.ndarray, result: AdaptResult) -> None:
+    """Write the three files into a fresh directory and swap it in for `path` (never half-updated)."""
+    bundle_bytes = bundle.to_zip_bytes()
+    state = io.BytesIO()
+    np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64))
+    meta = {"schema": SCHEMA, **result.to_dict(), "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest()}
+    files = {BUNDLE: bundle_bytes, STATE: state.getvalue(),
+             ADAPTED_JSON: (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
+    replace_dir(path, lambda tmp: write_files(tmp, files), marker=ADAPTED_JSON)
+
+
+def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray], AdaptResult]:
+    """An adapted state directory → (its verified bundle, the state arrays, the recorded `AdaptResult`)."""
+    if not (path / ADAPTED_JSON).is_file():
+        raise BundleError(f"{path} is not an adapted state (no {ADAPTED_JSON}); create one with mtl adapt --out")
+    meta = _read_meta(path / ADAPTED_JSON)
+    try:
+        bundle_bytes = (path / BUNDLE).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path / BUNDLE}: cannot read the bundle copy: {exc}") from None
+    digest = hashlib.sha256(bundle_bytes).hexdigest()
+    if digest != meta["bundle_sha256"]:
+        raise BundleError(f"{path / BUNDLE}: sha256 {digest} does not match {ADAPTED_JSON} "
+                          f"({meta['bundle_sha256']}); the file is corrupt or was changed")
+    bundle = Bundle.from_bytes(bundle_bytes, name=str(path / BUNDLE), intra_op_num_threads=threads)
+    result = AdaptResult(tuple(meta["classes"]), meta["support"], meta["steps"], meta["lr"],
+                         tuple(meta["losses"]), meta["final_loss"])
+    state = _read_state(path / STATE, len(result.classes), bundle.feature_dim)
+    return bundle, state, result
+
+
+def _read_meta(file: Path) -> dict:
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{file}: not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise BundleError(f"{file}: not an adapted state of schema {SCHEMA!r}")
+    checks = {"classes": lambda v: isinstance(v, list) and len(v) >= 2 and len(set(v)) == len(v)
+              and all(isinstance(c, str) and c for c in v),
+              "support": lambda v: isinstance(v, int) and v > 0,
+              "steps": lambda v: isinstance(v, int) and v >= 0,
+              "lr": lambda v: isinstance(v, int | float) and v > 0,
+              "losses": lambda v: isinstance(v, list) and all(isinstance(x, int | float) for x in v),
+              "final_loss": lambda v: isinstance(v, int | float) and math.isfinite(v),
+              "bundle_sha256": lambda v: isinstance(v, str) and len(v) == 64}
+    for key, ok in checks.items():
+        if key not in meta:
+            raise BundleError(f"{file}: missing key {key!r}")
+        if isinstance(meta[key], bool) or not ok(meta[key]):
+            raise BundleError(f"{file}: invalid {key}: {meta[key]!r:.60}")
+    return meta
+
+
+def _read_state(file: Path, n: int, dim: int) -> dict[str, np.ndarray]:
+    """`state.npz` → arrays, checked against the class count n and the feature dim."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            state = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{file}: not a readable .npz archive: {exc}") from None
+    m = len(state["labels"]) if "labels" in state else -1
+    shapes = {"weight": (n, dim), "bias": (n,), "features": (m, dim), "labels": (m,)}
+    for key, shape in shapes.items():
+        if key not in state:
+            raise BundleError(f"{file}: missing array {key!r}")
+        if state[key].shape != shape:
+            raise BundleError(f"{file}: {key} has shape {state[key].shape}, expected {shape}")
+    labels = state["labels"]
+    if not np.issubdtype(labels.dtype, np.integer) or set(np.unique(labels).tolist()) != set(range(n)):
+        raise BundleError(f"{file}: labels must be integers covering every class 0..{n - 1}")
+    for key in ("weight", "bias", "features"):
+        if not np.issubdtype(state[key].dtype, np.floating) or not np.isfinite(state[key]).all():
+            raise BundleError(f"{file}: {key} must hold finite floats")
+        state[key] = state[key].astype(np.float32)
+    state["labels"] = labels.astype(np.int64)
+    return state

@@ -1,0 +1,197 @@
+"""`Adapter`: learn new classes on a device from a few labelled images with the bundle's exported step.
+
+Support images are embedded once (`add_examples`); `adapt` initialises the head for however many
+classes there are (the manifest's `head.init` rule) and runs `adapt_step.onnx` k times on the
+features only — the first-order inner loop the model was meta-trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.bundle import Bundle
+from device_runtime.errors import BundleError, ConfigError, DataError
+
+Images = np.ndarray | list | tuple
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """What one `adapt` did: `losses[i]` is the support loss before step i, `final_loss` after the last."""
+
+    classes: tuple[str, ...]
+    support: int
+    steps: int
+    lr: float
+    losses: tuple[float, ...]
+    final_loss: float
+
+    @property
+    def loss_before(self) -> float:
+        return self.losses[0] if self.losses else self.final_loss
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "classes": list(self.classes), "losses": list(self.losses)}
+
+
+def init_head(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The head for n classes from support features (M, D) by the manifest's rule → W (N, D), b (N,)."""
+    rule, dim = bundle.manifest["head"]["init"], bundle.feature_dim
+    if rule == "learned":
+        weight = np.tile(bundle.init["head_weight"].reshape(1, dim), (n, 1))
+        return weight, np.full(n, bundle.init["head_bias"].item(), dtype=np.float32)
+    if rule == "zero":
+        return np.zeros((n, dim), np.float32), np.zeros(n, np.float32)
+    means = np.stack([features[labels == c].mean(axis=0) for c in range(n)]).astype(np.float32)  # (N, D)
+    if bundle.manifest["head"]["type"] == "cosine":
+        return means, np.zeros(n, np.float32)
+    return 2.0 * means, -(means * means).sum(axis=1)
+
+
+class Adapter:
+    """Few-shot learner on a device: `add_examples` per class, `adapt`, then `predict`; `save`/`load`."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self._support: dict[str, np.ndarray] = {}  # class → support features (K, D), in label order
+        self._head: tuple[np.ndarray, np.ndarray] | None = None
+        self.result: AdaptResult | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        """Every class added so far, in label order (the adapted head may cover fewer: see `result`)."""
+        return list(self._support)
+
+    @property
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the adapted head: weight (N, D), bias (N,) over `result.classes`."""
+        if self._head is None:
+            raise ConfigError("nothing adapted yet: call add_examples() for each class, then adapt()")
+        return self._head[0].copy(), self._head[1].copy()
+
+    def add_examples(self, class_name: str, images: Images) -> None:
+        """Embed a new class's labelled images once: image sources (paths, encoded bytes, Pillow images,
+        uint8 arrays) or an already-normalised float batch (K, C, H, W). Call `adapt` afterwards."""
+        if not isinstance(class_name, str) or not class_name.strip():
+            raise DataError(f"a class needs a non-empty name, got {class_name!r}")
+        if class_name in self._support:
+            raise DataError(f"class {class_name!r} was already added ({len(self._support[class_name])} examples); "
+                            "class names must be unique")
+        batch = self._as_batch(images)
+        if len(batch) == 0:
+            raise DataError(f"class {class_name!r} has no images")
+        self._support[class_name] = self.bundle.embed(batch)
+
+    def adapt(self, steps: int | None = None, lr: float | None = None) -> AdaptResult:
+        """Initialise the head for every added class and run the exported step `steps` times (default:
+        the manifest's). `lr` is the step size, or the factor on meta-learned step sizes (default 1)."""
+        steps, lr = self._options(steps, lr)
+        features, labels = self._support_set()
+        weight, bias = init_head(self.bundle, features, labels, len(self._support))
+        lr_weight, lr_bias = self._step_sizes(lr)
+        losses: list[float] = []
+        good: tuple[np.ndarray, np.ndarray] | None = None  # the last state with a finite loss
+        for step in range(steps + 1):  # the extra run measures the loss after the last step
+            new_weight, new_bias, loss = self.bundle.adapt_step(weight, bias, features, labels, lr_weight, lr_bias)
+            if not math.isfinite(loss):
+                self._roll_back(good, losses, steps, lr)
+            good = (weight, bias)
+            if step == steps:
+                break
+            losses.append(loss)
+            if not (np.isfinite(new_weight).all() and np.isfinite(new_bias).all()):
+                self._roll_back(good, losses, steps, lr)
+            weight, bias = new_weight, new_bias
+        result = AdaptResult(tuple(self._support), len(labels), steps, lr, tuple(losses), loss)
+        self._set_head(weight, bias, result)
+        return result
+
+    def predict(self, images: Images) -> tuple[list[str], np.ndarray]:
+        """Images → (predicted class names, probabilities (B, N) over `result.classes`)."""
+        weight, bias = self._adapted_head()
+        features = self.bundle.embed(self._as_batch(images))
+        probs = self.bundle.predict_proba(weight, bias, features)
+        classes = self.result.classes
+        return [classes[i] for i in probs.argmax(axis=1)], probs
+
+    def save(self, path: str | Path) -> None:
+        """Write the adapted state directory (docs/bundle.md), replacing an existing one atomically."""
+        from device_runtime.adapted_state import save_adapted
+
+        weight, bias = self._adapted_head()
+        features, labels = self._support_set()
+        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result)
+
+    @classmethod
+    def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Adapter:
+        """An adapted state directory → an `Adapter` ready to predict, or to take more classes and re-adapt."""
+        from device_runtime.adapted_state import load_adapted
+
+        bundle, state, result = load_adapted(Path(path), intra_op_num_threads)
+        adapter = cls(bundle)
+        for label, name in enumerate(result.classes):
+            adapter._support[name] = state["features"][state["labels"] == label]
+        adapter._set_head(state["weight"], state["bias"], result)
+        return adapter
+
+    def _as_batch(self, images: Images) -> np.ndarray:
+        if isinstance(images, np.ndarray) and images.ndim == 4 and np.issubdtype(images.dtype, np.floating):
+            return images
+        return self.bundle.preprocess(images)
+
+    def _options(self, steps: int | None, lr: float | None) -> tuple[int, float]:
+        adapt = self.bundle.manifest["adapt"]
+        steps = adapt["steps"] if steps is None else steps
+        lr = (1.0 if adapt["learned_lr"] else adapt["lr"]) if lr is None else lr
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps must be an integer ≥ 0, got {steps!r}")
+        if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
+        return steps, float(lr)
+
+    def _support_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class-major support features (M, D) and labels (M,) int64 of the classes added so far."""
+        if not self._support:
+            raise DataError("no classes to adapt to: call add_examples() for at least 2 classes first")
+        if len(self._support) < 2:
+            raise DataError(f"adaptation needs at least 2 classes, got 1 ({next(iter(self._support))!r})")
+        features = np.concatenate(list(self._support.values()))
+        labels = np.repeat(np.arange(len(self._support)), [len(f) for f in self._support.values()])
+        return features, labels.astype(np.int64)
+
+    def _step_sizes(self, lr: float) -> tuple[np.ndarray, np.ndarray]:
+        """Step sizes fed to the graph: W (1, D) and b (1,); meta-learned ones (Meta-SGD) scaled by `lr`."""
+        if self.bundle.manifest["adapt"]["learned_lr"]:
+            init = self.bundle.init
+            return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
+        return np.full((1, self.bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
+
+    def _roll_back(self, good: tuple[np.ndarray, np.ndarray] | None, losses: list[float], steps: int,
+                   lr: float) -> None:
+        """Keep the last finite head (after len(losses) - 1 steps, loss losses[-1]) and say so."""
+        if good is None:
+            raise BundleError(f"adaptation diverged: the loss of the initial head is not finite (lr {lr:g}); "
+                              "nothing finite to roll back to — check the bundle and the support images")
+        done = len(losses) - 1
+        result = AdaptResult(tuple(self._support), sum(len(f) for f in self._support.values()), done, lr,
+                             tuple(losses[:-1]), losses[-1])
+        self._set_head(*good, result)
+        raise BundleError(f"adaptation diverged at step {done + 1} of {steps} (non-finite loss or parameters with "
+                          f"lr {lr:g}); rolled back to the last finite state, after {done} step(s) with loss "
+                          f"{losses[-1]:.4f}; try a smaller lr")
+
+    def _set_head(self, weight: np.ndarray, bias: np.ndarray, result: AdaptResult) -> None:
+        self._head = (weight.astype(np.float32), bias.astype(np.float32))
+        self.result = result
+
+    def _adapted_head(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._head is None or self.result is None:
+            raise ConfigError("nothing adapted yet: call add_examples() for each class, then adapt()")
+        added = [c for c in self._support if c not in self.result.classes]
+        if added:
+            raise ConfigError(f"class(es) {added} were added after adapt(); call adapt() again")
+        return self._head

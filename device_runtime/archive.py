@@ -1,0 +1,127 @@
+"""Where a bundle's bytes come from: a directory, or a `.mtlb` zip read in memory, never extracted.
+
+A zip is checked as a whole from its central directory before any member is decompressed: every
+name stays inside the bundle, no symbolic links, no duplicate or encrypted members, and no member
+(or total) that expands far beyond what a bundle can hold (a zip bomb).
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+import zlib
+from pathlib import Path
+
+from device_runtime.errors import BundleError
+from device_runtime.manifest import MANIFEST, check_member_name
+
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB
+MAX_MEMBER_BYTES = 2 << 30  # protobuf caps one ONNX file (without external data) at 2 GiB
+MAX_TOTAL_BYTES = 4 << 30
+MAX_RATIO = 200  # float weights deflate by ~1.1×; hundreds of × only comes from padding
+RATIO_FLOOR = 1 << 20  # small members (JSON, tiny graphs) may compress well
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same bundle always zips to the same bytes
+
+
+class DirSource:
+    """A bundle directory; a file is read only if it is a regular file inside the directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.label = root, str(root)
+
+    def read(self, name: str) -> bytes:
+        check_member_name(name, self.label)
+        path = self.root
+        for part in name.split("/"):
+            path = path / part
+            if path.is_symlink():
+                raise BundleError(f"{self.label}: {name} is a symbolic link; a bundle holds plain files only")
+        if not path.is_file():
+            raise BundleError(f"{self.label}: missing file {name}")
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{self.label}: cannot read {name}: {exc}") from None
+
+    def check_listed(self, names: set[str]) -> None:
+        """Extra files in a directory are ignored (never read); only a zip is closed over its manifest."""
+
+
+class ZipSource:
+    """A `.mtlb` zip held in memory, its central directory checked before anything is decompressed."""
+
+    def __init__(self, data: bytes, label: str) -> None:
+        self.label = label
+        try:
+            self.zip = zipfile.ZipFile(io.BytesIO(data))
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+            raise BundleError(f"{label}: not a valid .mtlb zip: {exc}") from None
+        self.members = self._check_members()
+
+    def _check_members(self) -> dict[str, zipfile.ZipInfo]:
+        members: dict[str, zipfile.ZipInfo] = {}
+        total = 0
+        for info in self.zip.infolist():
+            name = info.filename
+            if name.endswith("/") and not info.file_size:
+                check_member_name(name.rstrip("/"), self.label)
+                continue  # a directory entry carries no data
+            check_member_name(name, self.label)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise BundleError(f"{self.label}: member {name} is a symbolic link; a bundle holds plain files only")
+            if name in members:
+                raise BundleError(f"{self.label}: duplicate member {name}")
+            if info.flag_bits & 0x1:
+                raise BundleError(f"{self.label}: member {name} is encrypted")
+            total += info.file_size
+            self._check_size(info, total)
+            members[name] = info
+        return members
+
+    def _check_size(self, info: zipfile.ZipInfo, total: int) -> None:
+        name, size = info.filename, info.file_size
+        limit = MAX_MANIFEST_BYTES if name == MANIFEST else MAX_MEMBER_BYTES
+        if size > limit or total > MAX_TOTAL_BYTES or (
+                size > RATIO_FLOOR and size > MAX_RATIO * max(info.compress_size, 1)):
+            raise BundleError(f"{self.label}: member {name} expands from {info.compress_size} to {size} bytes "
+                              f"(total {total}), far beyond what a bundle holds; refusing a possible zip bomb")
+
+    def read(self, name: str) -> bytes:
+        info = self.members.get(name)
+        if info is None:
+            raise BundleError(f"{self.label}: missing file {name}")
+        try:
+            return self.zip.read(info)  # bounded by the checked file_size; the CRC is verified
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+            raise BundleError(f"{self.label}: cannot read member {name}: {exc}") from None
+
+    def check_listed(self, names: set[str]) -> None:
+        """Every member must be the manifest or a file it lists (with its sha256)."""
+        extra = sorted(set(self.members) - names - {MANIFEST})
+        if extra:
+            raise BundleError(f"{self.label}: member {extra[0]} is not listed in {MANIFEST} files")
+
+
+def open_source(path: Path) -> DirSource | ZipSource:
+    if path.is_dir():
+        return DirSource(path)
+    if not path.exists():
+        raise BundleError(f"bundle {path} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {path}: {exc}") from None
+    return ZipSource(data, str(path))
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """Files (name → content, the manifest first) → deterministic `.mtlb` zip bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()

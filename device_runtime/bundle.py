@@ -1,0 +1,196 @@
+"""`Bundle`: a verified deploy bundle (docs/bundle.md) and its three onnxruntime sessions.
+
+Loading checks, in this order and before any graph reaches onnxruntime: the archive itself (zip
+members safe), the manifest schema, the sha256 of every file, each graph's inputs and outputs
+against the manifest, and `init.npz` against `init.arrays`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
+from device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
+from device_runtime.errors import BundleError, ConfigError, DataError
+from device_runtime.manifest import MANIFEST, input_spec, parse_manifest
+from device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
+from device_runtime.preprocess import ImageSource, preprocess
+
+GRAPH_NAMES = ("embed", "adapt_step", "predict")
+
+
+class Bundle:
+    """A loaded, verified bundle: `manifest`, `input_spec`, `files` (name → bytes, all but the manifest),
+    `graphs` (name → `GraphInfo`), `init` (the arrays of `init.npz`, float32). Use `Bundle.load`."""
+
+    def __init__(self, manifest_bytes: bytes, files: dict[str, bytes], *, label: str,
+                 intra_op_num_threads: int = 1) -> None:
+        if intra_op_num_threads < 1:
+            raise ConfigError(f"intra_op_num_threads must be ≥ 1, got {intra_op_num_threads}")
+        self.label = label
+        self.manifest = parse_manifest(manifest_bytes)
+        self.input_spec = input_spec(self.manifest)
+        self.feature_dim: int = self.manifest["feature_dim"]
+        self._manifest_bytes, self.files = manifest_bytes, files
+        _check_digests(self.manifest, files)
+        self.graphs = {name: _graph_info(self.manifest, name, files) for name in GRAPH_NAMES}
+        self.init = _load_init(self.manifest, files)
+        self._sessions = {name: _session(self.graph_file(name), files, intra_op_num_threads)
+                          for name in GRAPH_NAMES}
+
+    @classmethod
+    def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Bundle:
+        """A bundle directory or `.mtlb` zip → verified `Bundle`; any fault raises `BundleError` naming it."""
+        return cls._from_source(open_source(Path(path)), intra_op_num_threads)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, name: str = "<bundle bytes>", intra_op_num_threads: int = 1) -> Bundle:
+        """A `.mtlb` zip held in memory → verified `Bundle`."""
+        return cls._from_source(ZipSource(data, name), intra_op_num_threads)
+
+    @classmethod
+    def _from_source(cls, source: DirSource | ZipSource, threads: int) -> Bundle:
+        manifest_bytes = source.read(MANIFEST)
+        listed = parse_manifest(manifest_bytes)["files"]
+        source.check_listed(set(listed))
+        files = {name: source.read(name) for name in sorted(listed)}
+        return cls(manifest_bytes, files, label=source.label, intra_op_num_threads=threads)
+
+    def graph_file(self, name: str) -> str:
+        return self.manifest["graphs"][name]["file"]
+
+    def preprocess(self, sources: Sequence[ImageSource]) -> np.ndarray:
+        """Paths, encoded bytes, Pillow images or uint8 (H, W[, C]) arrays → float32 (B, C, H, W),
+        exactly the training transform (`device_runtime.preprocess`)."""
+        return preprocess(sources, self.input_spec)
+
+    def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Normalised float32 images (B, C, H, W) → features (B, D), `batch_size` images per run."""
+        spec, dim = self.input_spec, self.feature_dim
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (spec.channels, spec.size, spec.size):
+            raise DataError(f"embed expects images (B, {spec.channels}, {spec.size}, {spec.size}), "
+                            f"got shape {images.shape}")
+        if not np.issubdtype(images.dtype, np.floating):
+            raise DataError(f"embed expects normalised float images (see Bundle.preprocess), got {images.dtype}")
+        images = images.astype(np.float32, copy=False)
+        name = self.manifest["graphs"]["embed"]["inputs"][0]["name"]
+        parts = [self._run("embed", {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
+        features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+        self._check_output("embed", features, (len(images), dim))
+        return features.astype(np.float32, copy=False)
+
+    def adapt_step(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
+                   lr_weight: np.ndarray, lr_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """One exported SGD step of the head: (W (N, D), b (N,)) → (W', b', loss at W, b)."""
+        feeds = {"weight": weight, "bias": bias, "features": features, "labels": labels.astype(np.int64),
+                 "lr_weight": lr_weight, "lr_bias": lr_bias}
+        new_weight, new_bias, loss = self._run("adapt_step", feeds, ["new_weight", "new_bias", "loss"])
+        self._check_output("adapt_step", new_weight, weight.shape)
+        self._check_output("adapt_step", new_bias, bias.shape)
+        self._check_output("adapt_step", loss.reshape(-1), (1,))
+        return new_weight, new_bias, float(loss.reshape(()))
+
+    def predict_proba(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Head (W (N, D), b (N,)) and features (B, D) → class probabilities (B, N)."""
+        (probs,) = self._run("predict", {"weight": weight, "bias": bias, "features": features}, ["probabilities"])
+        self._check_output("predict", probs, (len(features), len(weight)))
+        return probs.astype(np.float32, copy=False)
+
+    def to_zip_bytes(self) -> bytes:
+        """The bundle as deterministic `.mtlb` bytes (the same files always give the same bytes)."""
+        return zip_bytes({MANIFEST: self._manifest_bytes, **self.files})
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_zip_bytes()).hexdigest()
+
+    def save(self, path: str | Path, single_file: bool = False) -> None:
+        """Write the bundle as a `.mtlb` zip (`single_file`) or a directory, atomically either way."""
+        if single_file:
+            atomic_write_bytes(path, self.to_zip_bytes())
+            return
+        files = {MANIFEST: self._manifest_bytes, **self.files}
+        replace_dir(path, lambda tmp: write_files(tmp, files), marker=MANIFEST)
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        try:
+            return self._sessions[graph].run(outputs, feeds)
+        except Exception as exc:  # onnxruntime's errors derive from Exception only
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{self.graph_file(graph)}: onnxruntime failed: {message}") from None
+
+    def _check_output(self, graph: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
+        if tuple(array.shape) != tuple(shape):
+            raise BundleError(f"{self.graph_file(graph)}: output has shape {tuple(array.shape)}, expected {shape}")
+
+
+def _check_digests(manifest: dict, files: dict[str, bytes]) -> None:
+    for name, expected in manifest["files"].items():
+        actual = hashlib.sha256(files[name]).hexdigest()
+        if actual != expected:
+            raise BundleError(f"{name}: sha256 {actual} does not match manifest.json ({expected}); "
+                              "the file is corrupt or was changed")
+
+
+def _graph_info(manifest: dict, name: str, files: dict[str, bytes]) -> GraphInfo:
+    """Parse the graph's protobuf (no onnxruntime) and check its interface against the manifest."""
+    spec = manifest["graphs"][name]
+    try:
+        info = read_graph_info(files[spec["file"]])
+    except ProtoError as exc:
+        raise BundleError(f"{spec['file']}: not an ONNX model ({exc})") from None
+    for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
+        declared = {entry["name"]: entry for entry in spec[side]}
+        found = {value.name: value for value in actual}
+        if set(found) != set(declared):
+            raise BundleError(f"{spec['file']}: graph {side} {sorted(found)} do not match manifest.json "
+                              f"graphs.{name}.{side} {sorted(declared)}")
+        for key, value in found.items():
+            want = declared[key]
+            if value.dtype is not None and value.dtype != want["dtype"]:
+                raise BundleError(f"{spec['file']}: {side[:-1]} {key!r} is {value.dtype}, manifest.json says "
+                                  f"{want['dtype']}")
+            if value.shape is not None and len(value.shape) != len(want["shape"]):
+                raise BundleError(f"{spec['file']}: {side[:-1]} {key!r} has rank {len(value.shape)}, manifest.json "
+                                  f"says shape {want['shape']}")
+    return info
+
+
+def _load_init(manifest: dict, files: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """`init.npz` (no pickles) → float32 arrays, exactly those of `init.arrays`, finite, with their shapes."""
+    file, declared = manifest["init"]["file"], manifest["init"]["arrays"]
+    try:
+        with np.load(io.BytesIO(files[file]), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, KeyError, AttributeError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{file}: not a readable .npz archive: {exc}") from None
+    if set(arrays) != set(declared):
+        raise BundleError(f"{file}: arrays {sorted(arrays)} do not match manifest.json init.arrays {sorted(declared)}")
+    for key, array in arrays.items():
+        if list(array.shape) != declared[key]:
+            raise BundleError(f"{file}: {key} has shape {list(array.shape)}, manifest.json says {declared[key]}")
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+            raise BundleError(f"{file}: {key} must hold finite floats, got {array.dtype}")
+    return {key: array.astype(np.float32) for key, array in arrays.items()}
+
+
+def _session(file: str, files: dict[str, bytes], threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings would reach the user's terminal as noise
+    try:
+        return ort.InferenceSession(files[file], sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors derive from Exception only
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{file}: onnxruntime cannot load it: {message}") from None

@@ -1,0 +1,196 @@
+"""The bundle manifest (`manifest.json`, schema `mtl-bundle/1`, see docs/bundle.md): parsing and checks.
+
+Every check names the key at fault, so a broken export says exactly what to fix. The graph
+interfaces of `adapt_step` and `predict` are fixed by the schema; `embed` has one input and one output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from device_runtime.errors import BundleError, ConfigError
+from device_runtime.preprocess import InputSpec
+
+SCHEMA = "mtl-bundle/1"
+MANIFEST = "manifest.json"
+HEAD_TYPES = ("linear", "cosine")
+HEAD_INITS = ("learned", "proto", "zero")
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
+GRAPH_IO = {  # graph → (input names, output names); None: any single name
+    "embed": (None, None),
+    "adapt_step": (("weight", "bias", "features", "labels", "lr_weight", "lr_bias"),
+                   ("new_weight", "new_bias", "loss")),
+    "predict": (("weight", "bias", "features"), ("probabilities",)),
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KINDS = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+          "dict": "an object", "list": "a list"}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, {"bool": bool, "str": str, "dict": dict, "list": list}[kind])
+
+
+def need(obj: dict, key: str, kind: str, where: str) -> Any:
+    """`obj[key]`, which must exist and be of `kind`; `where` is the dotted path of `obj` for messages."""
+    path = f"{where}.{key}" if where else key
+    if key not in obj:
+        raise BundleError(f"{MANIFEST}: missing key {path!r}")
+    value = obj[key]
+    if not _is(value, kind):
+        raise BundleError(f"{MANIFEST}: {path} must be {_KINDS[kind]}, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def check_member_name(name: str, where: str) -> None:
+    """A bundle file name must stay inside the bundle: relative, no '..', no backslash or drive."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or ":" in name
+            or any(p in ("", ".", "..") for p in parts)):
+        raise BundleError(f"{where}: unsafe file name {name!r} (absolute, '..' or not a plain relative path)")
+
+
+def parse_manifest(data: bytes) -> dict:
+    """`manifest.json` bytes → the checked manifest dict."""
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{MANIFEST} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST} must hold a JSON object, got {type(manifest).__name__}")
+    check_manifest(manifest)
+    return manifest
+
+
+def check_manifest(m: dict) -> None:
+    schema = need(m, "schema", "str", "")
+    if schema != SCHEMA:
+        raise BundleError(f"{MANIFEST}: unsupported schema {schema!r}; this runtime reads {SCHEMA!r}")
+    need(m, "producer", "dict", "")
+    input_spec(m)
+    dim = need(m, "feature_dim", "int", "")
+    if dim < 1:
+        raise BundleError(f"{MANIFEST}: feature_dim must be ≥ 1, got {dim}")
+    head = need(m, "head", "dict", "")
+    _choice(head, "type", HEAD_TYPES, "head")
+    _choice(head, "init", HEAD_INITS, "head")
+    adapt = need(m, "adapt", "dict", "")
+    if need(adapt, "steps", "int", "adapt") < 0:
+        raise BundleError(f"{MANIFEST}: adapt.steps must be ≥ 0, got {adapt['steps']}")
+    if need(adapt, "lr", "number", "adapt") <= 0:
+        raise BundleError(f"{MANIFEST}: adapt.lr must be > 0, got {adapt['lr']}")
+    need(adapt, "learned_lr", "bool", "adapt")
+    need(m, "opset", "int", "")
+    _check_graphs(m)
+    _check_init(m)
+    _check_files(m)
+
+
+def input_spec(m: dict) -> InputSpec:
+    """The `input` section as an `InputSpec` (the training preprocessing)."""
+    spec = need(m, "input", "dict", "")
+    for key, kind in (("size", "int"), ("channels", "int"), ("mean", "list"), ("std", "list"),
+                      ("invert", "bool"), ("resize", "str")):
+        need(spec, key, kind, "input")
+    for key in ("mean", "std"):
+        if not all(_is(v, "number") for v in spec[key]):
+            raise BundleError(f"{MANIFEST}: input.{key} must be a list of numbers, got {spec[key]!r:.60}")
+    try:
+        return InputSpec.from_dict(spec)
+    except ConfigError as exc:
+        raise BundleError(f"{MANIFEST}: input: {exc}") from None
+
+
+def _choice(obj: dict, key: str, choices: tuple[str, ...], where: str) -> str:
+    value = need(obj, key, "str", where)
+    if value not in choices:
+        raise BundleError(f"{MANIFEST}: {where}.{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _check_graphs(m: dict) -> None:
+    graphs = need(m, "graphs", "dict", "")
+    unknown = sorted(set(graphs) - set(GRAPH_IO))
+    if unknown:
+        raise BundleError(f"{MANIFEST}: unknown graph(s) {unknown} in graphs; {SCHEMA} has {list(GRAPH_IO)}")
+    for name, (inputs, outputs) in GRAPH_IO.items():
+        graph = need(graphs, name, "dict", "graphs")
+        check_member_name(need(graph, "file", "str", f"graphs.{name}"), f"{MANIFEST}: graphs.{name}.file")
+        for side, expected in (("inputs", inputs), ("outputs", outputs)):
+            names = _io_names(graph, side, f"graphs.{name}")
+            if expected is None and len(names) != 1:
+                raise BundleError(f"{MANIFEST}: graphs.{name}.{side} must list exactly one tensor, got {names}")
+            if expected is not None and sorted(names) != sorted(expected):
+                raise BundleError(f"{MANIFEST}: graphs.{name}.{side} must be {list(expected)}, got {names}")
+    spec, dim = input_spec(m), m["feature_dim"]
+    _check_shape(graphs["embed"]["inputs"][0], ("B", spec.channels, spec.size, spec.size), "graphs.embed.inputs")
+    _check_shape(graphs["embed"]["outputs"][0], ("B", dim), "graphs.embed.outputs")
+
+
+def _io_names(graph: dict, side: str, where: str) -> list[str]:
+    names = []
+    for i, entry in enumerate(need(graph, side, "list", where)):
+        at = f"{where}.{side}[{i}]"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{MANIFEST}: {at} must be an object, got {type(entry).__name__}")
+        names.append(need(entry, "name", "str", at))
+        shape = need(entry, "shape", "list", at)
+        if not all(_is(d, "int") or _is(d, "str") for d in shape):
+            raise BundleError(f"{MANIFEST}: {at}.shape must hold integers or axis names, got {shape!r:.60}")
+        if need(entry, "dtype", "str", at) not in DTYPES:
+            raise BundleError(f"{MANIFEST}: {at}.dtype must be one of {', '.join(DTYPES)}, got {entry['dtype']!r}")
+    return names
+
+
+def _check_shape(entry: dict, expected: tuple[int | str, ...], where: str) -> None:
+    """Fixed dims must agree with the input spec and feature_dim; named (dynamic) dims agree with anything."""
+    shape = entry["shape"]
+    if len(shape) != len(expected) or any(isinstance(a, int) and isinstance(e, int) and a != e
+                                          for a, e in zip(shape, expected, strict=True)):
+        raise BundleError(f"{MANIFEST}: {where} shape {shape} does not fit {list(expected)} (input / feature_dim)")
+
+
+def expected_arrays(m: dict) -> dict[str, list[int]]:
+    """The arrays `init.npz` must hold for the manifest's head rule and step sizes, with their shapes."""
+    dim, arrays = m["feature_dim"], {}
+    if m["head"]["init"] == "learned":
+        arrays.update(head_weight=[dim], head_bias=[])
+    if m["adapt"]["learned_lr"]:
+        arrays.update(lr_weight=[1, dim], lr_bias=[1])
+    return arrays
+
+
+def _check_init(m: dict) -> None:
+    init = need(m, "init", "dict", "")
+    check_member_name(need(init, "file", "str", "init"), f"{MANIFEST}: init.file")
+    arrays = need(init, "arrays", "dict", "init")
+    for name, shape in arrays.items():
+        if not isinstance(shape, list) or not all(_is(d, "int") and d >= 0 for d in shape):
+            raise BundleError(f"{MANIFEST}: init.arrays.{name} must be a shape (list of integers), got {shape!r:.60}")
+    for name, shape in expected_arrays(m).items():
+        if name not in arrays:
+            raise BundleError(f"{MANIFEST}: missing key 'init.arrays.{name}' (needed by head.init / "
+                              "adapt.learned_lr)")
+        if arrays[name] != shape:
+            raise BundleError(f"{MANIFEST}: init.arrays.{name} must have shape {shape}, got {arrays[name]}")
+
+
+def _check_files(m: dict) -> None:
+    files = need(m, "files", "dict", "")
+    for name, digest in files.items():
+        check_member_name(name, f"{MANIFEST}: files")
+        if name == MANIFEST:
+            raise BundleError(f"{MANIFEST}: files must not list {MANIFEST} itself")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise BundleError(f"{MANIFEST}: files.{name} must be a lower-case sha256 hex digest, got {digest!r:.70}")
+    needed = [g["file"] for g in m["graphs"].values()] + [m["init"]["file"]]
+    for name in needed:
+        if name not in files:
+            raise BundleError(f"{MANIFEST}: files has no sha256 for {name!r}")

@@ -1,0 +1,143 @@
+"""Image decoding, resizing and normalisation with Pillow and numpy only (no torch).
+
+The one definition of the input transform: training decodes every image with `load_image` /
+`convert_image` (re-exported by `pipeline.data.images`) and normalises it on its device with
+`(x / 255 - mean) / std`; a device repeats both from the `InputSpec` in a bundle's manifest.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from device_runtime.errors import ConfigError, DataError
+
+RESIZE_METHODS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+                  "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+                  "box": Image.Resampling.BOX}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+ImageSource = str | Path | bytes | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How raw images become model inputs: decode → mode → resize → (invert) → uint8 (C, H, W).
+
+    Normalisation `(x / 255 - mean) / std` happens later, per channel (`normalize`).
+    """
+
+    size: int = 28
+    channels: int = 1
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    invert: bool = False
+    resize: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ConfigError(f"image size must be at least 8 pixels, got {self.size}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"image channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ConfigError(f"mean/std need {self.channels} value(s), got {self.mean} / {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"std must be positive, got {self.std}")
+        if self.resize not in RESIZE_METHODS:
+            raise ConfigError(f"unknown resize method {self.resize!r}; choose from {sorted(RESIZE_METHODS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(size=int(data["size"]), channels=int(data["channels"]), mean=tuple(data["mean"]),
+                   std=tuple(data["std"]), invert=bool(data["invert"]), resize=str(data["resize"]))
+
+
+def convert_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """A decoded Pillow image → uint8 array (C, H, W) following `spec`."""
+    mode = "L" if spec.channels == 1 else "RGB"
+    image = image.convert(mode)
+    if image.size != (spec.size, spec.size):
+        image = image.resize((spec.size, spec.size), RESIZE_METHODS[spec.resize])
+    array = np.asarray(image, dtype=np.uint8)
+    if spec.invert:
+        array = 255 - array
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array)
+
+
+def load_image(source: str | Path | bytes, spec: InputSpec, name: str | None = None) -> np.ndarray:
+    """Decode a file path or raw bytes → uint8 (C, H, W); unreadable input raises `DataError`."""
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        with handle, Image.open(handle) as image:
+            image.load()
+            return convert_image(image, spec)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {label}: {exc.__class__.__name__}: {exc}") from None
+
+
+def normalize(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 (..., C, H, W) → float32 `(x / 255 - mean) / std` per channel, in float32 like training."""
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+    return (images.astype(np.float32) / np.float32(255.0) - mean) / std
+
+
+def to_uint8(source: ImageSource, spec: InputSpec, name: str) -> np.ndarray:
+    """Any supported source → uint8 (C, H, W): a path or encoded bytes are decoded, a Pillow image is
+    converted, and a numpy array is read as Pillow's layout, uint8 (H, W) or (H, W, C)."""
+    if isinstance(source, str | Path | bytes):
+        return load_image(source, spec, name=None if isinstance(source, str | Path) else name)
+    try:
+        if isinstance(source, np.ndarray):
+            if source.dtype != np.uint8 or source.ndim not in (2, 3):
+                raise ValueError(f"expected a uint8 (H, W) or (H, W, C) array, got {source.dtype} {source.shape}")
+            source = Image.fromarray(source)
+        if not isinstance(source, Image.Image):
+            raise ValueError(f"unsupported image type {type(source).__name__}")
+        return convert_image(source, spec)
+    except (OSError, TypeError, ValueError) as exc:
+        raise DataError(f"cannot read image {name}: {exc}") from None
+
+
+def preprocess(sources: Sequence[ImageSource], spec: InputSpec) -> np.ndarray:
+    """Images → the normalised float32 batch (B, C, H, W) the model saw in training."""
+    if isinstance(sources, str | Path | bytes | Image.Image):
+        sources = [sources]  # one image passed on its own; an array is a batch along its first axis
+    if len(sources) == 0:
+        return np.zeros((0, spec.channels, spec.size, spec.size), dtype=np.float32)
+    batch = np.stack([to_uint8(s, spec, f"#{i}") for i, s in enumerate(sources)])  # (B, C, H, W) uint8
+    return normalize(batch, spec)
+
+
+def image_folders(root: str | Path) -> dict[str, list[Path]]:
+    """A support directory → {class name: its image files}, one sub-folder per class, both sorted by name.
+
+    Hidden entries are skipped; an empty class folder or a directory without class folders raises `DataError`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"support directory {root} does not exist or is not a directory")
+    classes = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = sorted(p for p in folder.iterdir()
+                        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        classes[folder.name] = images
+    if not classes:
+        raise DataError(f"support directory {root} has no class sub-folders; put each class's images in "
+                        f"{root}/<class name>/")
+    return classes

@@ -1,0 +1,122 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest, write_support
+
+runner = CliRunner()
+CLASSES = ["circle", "square", "star"]
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return write_bundle(tmp_path / "bundle")
+
+
+@pytest.fixture
+def adapted(bundle, tmp_path):
+    support = write_support(tmp_path / "support", CLASSES)
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted"),
+                                 "--steps", "10"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "adapted", support
+
+
+def test_adapt_prints_the_classes_the_support_size_and_the_loss(bundle, tmp_path):
+    support = write_support(tmp_path / "support", CLASSES, shots=2)
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted"),
+                                 "--steps", "3", "--lr", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "classes (3): circle, square, star" in result.stdout
+    assert "support: 6 images" in result.stdout
+    assert "loss: 1.0986 → " in result.stdout and "(3 steps, lr 0.2)" in result.stdout
+    assert (tmp_path / "adapted" / "adapted.json").is_file()
+
+
+def test_predict_json_gives_label_and_probabilities_per_image(adapted):
+    out, support = adapted
+    images = [support / name / "0.png" for name in CLASSES]
+    result = runner.invoke(app, ["predict", str(out), *map(str, images), "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["label"] for r in records] == CLASSES
+    assert [r["image"] for r in records] == list(map(str, images))
+    for record in records:
+        assert set(record["probabilities"]) == set(CLASSES)
+        assert record["probability"] == max(record["probabilities"].values())
+        assert abs(sum(record["probabilities"].values()) - 1) < 1e-5
+
+
+def test_predict_prints_one_line_per_image(adapted):
+    out, support = adapted
+    result = runner.invoke(app, ["predict", str(out), str(support / "star" / "1.png")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("%)") and ": star (" in result.stdout
+
+
+def test_bundle_verify_says_ok_or_names_the_fault(bundle):
+    result = runner.invoke(app, ["bundle", "verify", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: ")
+    (bundle / "embed.onnx").write_bytes(b"tampered")
+    result = runner.invoke(app, ["bundle", "verify", str(bundle)])
+    assert result.exit_code == 1
+    assert "embed.onnx: sha256" in result.output and "Traceback" not in result.output
+
+
+def test_bundle_inspect_lists_fields_files_io_and_operators(bundle):
+    result = runner.invoke(app, ["bundle", "inspect", str(bundle)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for text in ("mtl-bundle/1", "feature_dim", "linear, init learned", "init.npz", "adapt_step.onnx",
+                 "lr_weight float32 [1, 8]", "probabilities float32 [B, N]", "loss float32 []",
+                 "OneHot", "MatMul×2", "Softmax"):
+        assert text in result.stdout, text
+
+
+def test_a_support_dir_with_one_class_is_one_line_exit_1(bundle, tmp_path):
+    support = write_support(tmp_path / "support", ["lonely"])
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted")])
+    assert result.exit_code == 1
+    assert "at least 2 classes" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "adapted").exists()
+
+
+def test_an_empty_class_folder_is_named(bundle, tmp_path):
+    support = write_support(tmp_path / "support", CLASSES[:2])
+    (support / "empty").mkdir()
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted")])
+    assert result.exit_code == 1 and "empty has no images" in result.output
+
+
+def test_bad_options_are_usage_errors(bundle, tmp_path):
+    support = write_support(tmp_path / "support", CLASSES[:2])
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "a"), "--lr", "-1"])
+    assert result.exit_code == 2 and "lr must be" in result.output
+    result = runner.invoke(app, ["adapt", str(bundle), str(support)])
+    assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_predict_errors_name_the_culprit(adapted, tmp_path):
+    out, _ = adapted
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path / "missing.png")])
+    assert result.exit_code == 1 and "missing.png" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["predict", str(tmp_path), str(tmp_path / "missing.png")])
+    assert result.exit_code == 1 and "not an adapted state" in result.output
+
+
+def test_a_bad_schema_version_is_one_line(bundle):
+    meta = read_manifest(bundle)
+    meta["schema"] = "mtl-bundle/9"
+    write_manifest(bundle, meta)
+    result = runner.invoke(app, ["bundle", "inspect", str(bundle)])
+    assert result.exit_code == 1 and "unsupported schema 'mtl-bundle/9'" in result.output
+
+
+def test_help_lists_the_device_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert all(name in result.output for name in ("adapt", "predict", "bundle"))
+    result = runner.invoke(app, ["bundle", "--help"])
+    assert result.exit_code == 0 and "verify" in result.output and "inspect" in result.output
