@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 DEMO = runs/demo
+DEVICE_VENV = runs/device-venv
 
 .PHONY: install demo test clean
 
@@ -16,9 +17,23 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	rm -rf $(DEMO)
+	# server: pretrain an extractor, meta-train MTL on top of it, export a bundle
 	$(BIN)/mtl pretrain --data synthetic --backbone conv4 --epochs 8 --out $(DEMO)/pretrain
 	$(BIN)/mtl evaluate $(DEMO)/pretrain --ways 5 --shots 1 --episodes 600
-	$(BIN)/mtl evaluate $(DEMO)/pretrain --ways 5 --shots 5 --episodes 600 --method finetune
+	$(BIN)/mtl meta-train --data synthetic --algorithm mtl --init $(DEMO)/pretrain --head-init proto \
+		--ways 5 --shots 1 --meta-batch 4 --inner-steps 5 --inner-lr 0.1 --iterations 100 --val-every 50 \
+		--out $(DEMO)/mtl
+	$(BIN)/mtl evaluate $(DEMO)/mtl --ways 5 --shots 1 --episodes 600
+	$(BIN)/mtl export $(DEMO)/mtl --out $(DEMO)/bundle.mtlb --single-file
+	$(BIN)/mtl evaluate $(DEMO)/bundle.mtlb --ways 5 --shots 1 --episodes 600
+	# device: a torch-free install adapts to 5 classes it never saw, then predicts
+	$(BIN)/python -m pipeline.data.dump $(DEMO)/pretrain --out $(DEMO)/new-classes --ways 5 --shots 5 --queries 2
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet .
+	$(DEVICE_VENV)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch present'"
+	$(DEVICE_VENV)/bin/mtl bundle verify $(DEMO)/bundle.mtlb
+	$(DEVICE_VENV)/bin/mtl adapt $(DEMO)/bundle.mtlb $(DEMO)/new-classes/support --out $(DEMO)/adapted
+	$(DEVICE_VENV)/bin/mtl predict $(DEMO)/adapted $(DEMO)/new-classes/query/*/*.png
 
 test: install
 	$(BIN)/ruff check .

@@ -52,6 +52,14 @@ def init_head(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int) 
     return 2.0 * means, -(means * means).sum(axis=1)
 
 
+def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step sizes fed to the graph: W (1, D) and b (1,); meta-learned ones (Meta-SGD) scaled by `lr`."""
+    if bundle.manifest["adapt"]["learned_lr"]:
+        init = bundle.init
+        return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
+    return np.full((1, bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
+
+
 class Adapter:
     """Few-shot learner on a device: `add_examples` per class, `adapt`, then `predict`; `save`/`load`."""
 
@@ -164,11 +172,7 @@ class Adapter:
         return features, labels.astype(np.int64)
 
     def _step_sizes(self, lr: float) -> tuple[np.ndarray, np.ndarray]:
-        """Step sizes fed to the graph: W (1, D) and b (1,); meta-learned ones (Meta-SGD) scaled by `lr`."""
-        if self.bundle.manifest["adapt"]["learned_lr"]:
-            init = self.bundle.init
-            return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
-        return np.full((1, self.bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
+        return step_sizes(self.bundle, lr)
 
     def _roll_back(self, good: tuple[np.ndarray, np.ndarray] | None, losses: list[float], steps: int,
                    lr: float) -> None:

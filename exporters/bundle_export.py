@@ -67,6 +67,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     files = {f"{n}.onnx": m.SerializeToString() for n, m in models.items()}
     files["init.npz"] = _npz(dm.init_arrays())
     manifest = _manifest(dm, specs, files, opset, hashlib.sha256(Path(ckpt.path).read_bytes()).hexdigest())
+    manifest["producer"].update(data=ckpt.meta["config"]["data"], test_classes=list(ckpt.meta["splits"]["test"]))
     files = {"manifest.json": json.dumps(manifest, indent=2).encode(), **files}
     report.path = str(_write(Path(out), files, single_file))
     report.files = {n: len(b) for n, b in files.items()}

@@ -105,7 +105,8 @@ def export_graph(fn: Callable | torch.nn.Module, spec: GraphSpec, args: tuple[to
     dims: dict[str, Dim] = {}
     dynamic = tuple({i: dims.setdefault(a, Dim(a)) for i, a in enumerate(shape) if isinstance(a, str)} or None
                     for _, shape, _ in spec.inputs)
-    module = make_fx(fn, decomposition_table=core_aten_decompositions(), tracing_mode="symbolic")(*args) \
+    module = make_fx(fn, decomposition_table=core_aten_decompositions(), tracing_mode="symbolic",
+                     _allow_non_fake_inputs=True)(*args) \
         if trace else fn
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

@@ -52,6 +52,9 @@ class LearnerSpec:
             raise ConfigError(f"unknown head {self.head!r}; choose linear or cosine")
         if self.head_init not in HEAD_INITS:
             raise ConfigError(f"unknown head init {self.head_init!r}; choose from {', '.join(HEAD_INITS)}")
+        if self.head == "cosine" and self.head_init == "zero":
+            raise ConfigError("a cosine head cannot start from zero class vectors (their direction is undefined); "
+                              "use --head-init learned or proto")
         if self.adapt not in ADAPT_MODES:
             raise ConfigError(f"unknown --adapt {self.adapt!r}; choose head or all")
         if not self.inner_lr > 0:

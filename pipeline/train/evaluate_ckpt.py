@@ -5,17 +5,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
-
 from pipeline.algorithms import LearnerSpec, MetaLearner
-from pipeline.algorithms.base import batch_outputs, query_metrics
 from pipeline.data import ClassImages, InputSpec, load_data
 from pipeline.errors import CheckpointError, ConfigError, DataError
 from pipeline.models import ModelSpec, build_model
 from pipeline.train.checkpoint import Checkpoint, load_checkpoint
-from pipeline.train.common import StepCallback, mean_ci95, no_progress, resolve_device
+from pipeline.train.common import StepCallback, no_progress, resolve_device
 from pipeline.train.evaluate import EvalConfig, EvalResult, evaluate_backbone
-from pipeline.train.evaluate_meta import evaluate_learner
+from pipeline.train.evaluate_bundle import evaluate_bundle, is_bundle
+from pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression
 
 
 @dataclass(frozen=True)
@@ -31,6 +29,9 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
     """Evaluate a checkpoint on the test classes of its split (or on a dataset it never saw).
 
     `steps` overrides a meta-trained model's inner steps (default: as trained)."""
+    if is_bundle(path):
+        result, data_spec, which = evaluate_bundle(path, data_spec, cfg, steps, on_step)
+        return CheckpointEvaluation(result, data_spec, which, str(path))
     device = resolve_device(device_name)
     ckpt = load_checkpoint(path)
     data_spec = data_spec or ckpt.meta["config"]["data"]
@@ -42,8 +43,8 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
         learner.to(device)
         steps = steps or int(ckpt.meta["inner_steps"])
         if learner.spec.head == "none":
-            return CheckpointEvaluation(evaluate_regression(learner, cfg, steps, device), "sinusoid",
-                                        "fresh sine-wave tasks", str(ckpt.path))
+            result = evaluate_regression(learner, cfg, steps, device, seed=10_000 + cfg.seed)
+            return CheckpointEvaluation(result, "sinusoid", "fresh sine-wave tasks", str(ckpt.path))
         body = learner.body
     else:
         if cfg.method == "adapt":
@@ -64,18 +65,6 @@ def default_method(ckpt: Checkpoint) -> str:
     if ckpt.meta.get("kind") == "meta-train" and ckpt.meta.get("algorithm") != "protonet":
         return "adapt"
     return "prototype"
-
-
-def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device) -> EvalResult:
-    """Mean squared error after `steps` inner steps on `cfg.episodes` fresh, seeded sine-wave tasks."""
-    from pipeline.train.tasks import RegressionTasks
-
-    batch = RegressionTasks(cfg.shots, cfg.queries, cfg.episodes, 10_000 + cfg.seed, device).sample()
-    p = {n: t.detach() for n, t in learner.state_params().items()}
-    with torch.no_grad():
-        loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, steps, True), batch.query_labels)
-    mean, ci95 = mean_ci95(loss.cpu())
-    return EvalResult(mean, ci95, cfg.episodes, 1, cfg.shots, cfg.queries, "adapt", metric="mse")
 
 
 def held_out_classes(data_spec: str, meta: dict) -> tuple[ClassImages, str]:

@@ -42,3 +42,16 @@ def evaluate_learner(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, s
         learner.train(was_training)
     mean, ci95 = mean_ci95(torch.cat(accuracies))
     return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, "adapt")
+
+
+def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device,
+                        seed: int) -> EvalResult:
+    """Mean squared error after `steps` inner steps on `cfg.episodes` fresh sine-wave tasks drawn from `seed`."""
+    from pipeline.train.tasks import RegressionTasks
+
+    batch = RegressionTasks(cfg.shots, cfg.queries, cfg.episodes, seed, device).sample()
+    p = {n: t.detach() for n, t in learner.state_params().items()}
+    with torch.no_grad():
+        loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, steps, True), batch.query_labels)
+    mean, ci95 = mean_ci95(loss.cpu())
+    return EvalResult(mean, ci95, cfg.episodes, 1, cfg.shots, cfg.queries, "adapt", metric="mse")

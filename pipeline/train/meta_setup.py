@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
-from pipeline.algorithms.base import batch_outputs, query_metrics
 from pipeline.config import config_to_dict
 from pipeline.data import InputSpec, Splits, load_data, make_splits
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.models import ModelSpec
 from pipeline.train.checkpoint import Checkpoint, load_checkpoint
-from pipeline.train.common import mean_ci95
 from pipeline.train.evaluate import EvalConfig
-from pipeline.train.evaluate_meta import evaluate_learner
+from pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression
 from pipeline.train.tasks import ImageTasks, RegressionTasks
 
 if TYPE_CHECKING:
@@ -91,14 +89,11 @@ def _prepare_regression(cfg: MetaTrainConfig, device: torch.device) -> Setup:
     learner = MetaLearner(spec).to(device)
     tasks = RegressionTasks(cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, device)
 
+    val_cfg = EvalConfig(ways=2, shots=cfg.shots, queries=cfg.queries, episodes=cfg.val_episodes)
+
     def validate() -> tuple[float, float]:
-        batch = RegressionTasks(cfg.shots, cfg.queries, cfg.val_episodes, cfg.seed + 1, device).sample()
-        p = {n: t.detach() for n, t in learner.state_params().items()}
-        with torch.no_grad():
-            loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, cfg.inner_steps, True),
-                                    batch.query_labels)
-        mean, ci95 = mean_ci95(loss.cpu())
-        return -mean, ci95
+        result = evaluate_regression(learner, val_cfg, cfg.inner_steps, device, seed=cfg.seed + 1)
+        return -result.accuracy, result.ci95
 
     meta = {"kind": "meta-train", "config": config_to_dict(cfg), "learner": spec.to_dict(), "input": None,
             "splits": {"train": [], "val": [], "test": []}, "data": {"spec": "sinusoid"},

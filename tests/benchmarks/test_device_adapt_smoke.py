@@ -1,0 +1,69 @@
+"""The on-device adaptation benchmark runs end to end (`--quick --json`) and reports every field.
+
+Only the shape of the report and that its numbers are positive are checked: the targets are what the
+full benchmark is for, never a test's pass condition.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TIMES = ("load_ms", "first_run_ms", "preprocess_ms", "embed_ms", "adapt_step_ms", "end_to_end_ms", "predict_ms")
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    result = subprocess.run([sys.executable, "benchmarks/device_adapt.py", "--quick", "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_measures_one_tiny_conv4_workload(report):
+    assert report["settings"]["quick"] is True and report["settings"]["repeats"] == 1
+    [workload] = report["workloads"]
+    settings = workload["workload"]
+    assert (settings["backbone"], settings["size"], settings["ways"], settings["shots"], settings["steps"]) \
+        == ("conv4", 28, 5, 2, 2)
+
+
+def test_both_sides_report_positive_times_and_peak_rss(report):
+    [workload] = report["workloads"]
+    for side in ("ours", "baseline"):
+        for key in (*TIMES, "peak_rss_mb"):
+            assert positive(workload[side][key]), f"{side}.{key} = {workload[side][key]!r}"
+    assert workload["ours"]["torch_imported"] is False
+    assert workload["ours"]["threads"]["onnxruntime_intra_op"] == 1
+    assert workload["baseline"]["threads"]["torch_intra_op"] == 1
+
+
+def test_speedups_and_bundle_sizes_are_reported(report):
+    [workload] = report["workloads"]
+    assert all(positive(workload["speedup"][key.removesuffix("_ms")]) for key in TIMES)
+    bundle = workload["bundle"]
+    assert set(bundle["files"]) == {"manifest.json", "embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"}
+    assert all(positive(size) for size in bundle["files"].values())
+    assert bundle["total_bytes"] == sum(bundle["files"].values()) and positive(bundle["mtlb_bytes"])
+
+
+def test_both_sides_compute_the_same_adaptation(report):
+    [workload] = report["workloads"]
+    for key in ("loss_before", "final_loss"):
+        ours, baseline = workload["check"][key]
+        assert positive(ours) and ours == pytest.approx(baseline, rel=1e-3), key
+    assert workload["check"]["predictions_agree"] >= 0.9  # a near-tie may flip on another CPU
+
+
+def test_targets_are_reported_as_booleans(report):
+    [workload] = report["workloads"]
+    assert set(workload["targets"]) == {"end_to_end_3x_faster", "device_peak_rss_le_120mb", "bundle_le_1mb"}
+    assert all(isinstance(met, bool) for met in [*workload["targets"].values(), *report["targets"].values()])

@@ -1,0 +1,65 @@
+"""The device runtime adapts exactly as the trainer does, and evaluates the same as the checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from device_runtime import Adapter, Bundle
+from exporters.bundle_export import export_bundle
+from exporters.deploy_model import deploy_model
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.evaluate import EvalConfig
+from pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from pipeline.train.meta_train import MetaTrainConfig, meta_train
+
+FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=3, iterations=4, val_every=4,
+            val_episodes=4, device="cpu")
+
+
+@pytest.fixture(scope="module", params=[("linear", "learned"), ("cosine", "proto"), ("linear", "proto")])
+def mtl_bundle(request, tmp_path_factory, pretrained_run):
+    head, head_init = request.param
+    root = tmp_path_factory.mktemp(f"mtl-{head}-{head_init}")
+    meta_train(MetaTrainConfig(out=str(root / "run"), algorithm="mtl", init=str(pretrained_run[0]), head=head,
+                               head_init=head_init, inner_lr=0.2, **FAST))
+    export_bundle(root / "run", root / "bundle.mtlb", single_file=True)
+    return root / "run", root / "bundle.mtlb"
+
+
+def test_the_adapter_reaches_the_parameters_of_the_trainers_inner_adapt(mtl_bundle):
+    run, bundle_path = mtl_bundle
+    bundle = Bundle.load(bundle_path)
+    g = np.random.default_rng(0)
+    images = g.random((6, 1, 28, 28)).astype(np.float32)  # 3 classes × 2 examples, already normalised
+    adapter = Adapter(bundle)
+    for c in range(3):
+        adapter.add_examples(f"class{c}", images[2 * c: 2 * c + 2])
+    adapter.adapt()
+    dm = deploy_model(load_checkpoint(run))
+    with torch.no_grad():
+        feats = dm.body(torch.from_numpy(images))
+    labels = torch.arange(3).repeat_interleave(2)
+    p = {n: t.detach() for n, t in dm.learner.named_parameters()}
+    want = dm.learner.adapt(p, torch.from_numpy(images), labels, 3, bundle.manifest["adapt"]["steps"],
+                            first_order=True)
+    assert feats.shape[1] == bundle.feature_dim
+    weight, bias = adapter.head
+    assert np.abs(weight - want["head.weight"].numpy()).max() < 1e-5
+    assert np.abs(bias - want["head.bias"].numpy()).max() < 1e-5
+
+
+def test_evaluating_the_bundle_agrees_with_the_checkpoint_on_the_same_episodes(mtl_bundle):
+    run, bundle_path = mtl_bundle
+    cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=600)
+    on_ckpt = evaluate_checkpoint(str(run), None, cfg, "cpu").result
+    on_bundle = evaluate_checkpoint(str(bundle_path), None, cfg, "cpu").result
+    assert on_bundle.method == "bundle" and on_ckpt.method == "adapt"
+    assert abs(on_ckpt.accuracy - on_bundle.accuracy) <= 0.002, (on_ckpt.accuracy, on_bundle.accuracy)
+
+
+def test_a_pretrained_bundle_at_zero_steps_is_the_prototype_classifier(pretrained_run, tmp_path):
+    export_bundle(pretrained_run[0], tmp_path / "b")
+    cfg = EvalConfig(ways=5, shots=2, queries=5, episodes=200)
+    prototypes = evaluate_checkpoint(str(pretrained_run[0]), None, cfg, "cpu").result
+    bundle = evaluate_checkpoint(str(tmp_path / "b"), None, cfg, "cpu", steps=0).result
+    assert bundle.accuracy == pytest.approx(prototypes.accuracy, abs=1e-9)
