@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -22,6 +20,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from device_runtime.atomic import replace_dir
 from exporters.deploy_model import DeployModel, deploy_model
 from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
 from pipeline.atomic import atomic_write_bytes
@@ -156,13 +155,10 @@ def _write(out: Path, files: dict[str, bytes], single_file: bool) -> Path:
                 zf.writestr(name, data)
         atomic_write_bytes(out, buffer.getvalue())
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    for name, data in files.items():
-        (staging / name).write_bytes(data)
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def fill(staging: Path) -> None:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+
+    replace_dir(out, fill, marker="manifest.json")  # an unrelated non-empty directory is never replaced
     return out

@@ -88,3 +88,18 @@ def test_a_body_adapting_checkpoint_is_refused_with_the_reason(tmp_path):
     with pytest.raises(CheckpointError, match="batch statistics"):
         export_bundle(out, tmp_path / "b", adapt="head")
     assert not (tmp_path / "b").exists()
+
+
+def test_export_never_replaces_an_unrelated_directory_and_replaces_its_own(pretrained_run, tmp_path):
+    from pipeline.errors import ConfigError
+
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"keep me")
+    with pytest.raises(ConfigError, match="refusing to replace"):
+        export_bundle(pretrained_run[0], precious)
+    assert (precious / "holiday.jpg").read_bytes() == b"keep me"
+    export_bundle(pretrained_run[0], tmp_path / "b")
+    export_bundle(pretrained_run[0], tmp_path / "b")  # a second export replaces the first whole
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
+        ["manifest.json", "embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"])
