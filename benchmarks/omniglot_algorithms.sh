@@ -29,7 +29,7 @@ for run in pretrain maml fomaml reptile metasgd anil protonet mtl joint; do
   row="| $run |"
   for ways in 5 20; do
     json=$($MTL evaluate "$OUT/$run" --ways "$ways" --shots 1 --queries 15 --episodes 600 --json)
-    row="$row $(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{100*r[\"accuracy\"]:.2f} ± {100*r[\"ci95\"]:.2f} ({r[\"method\"]})")' "$json") |"
+    row="$row $(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("%.2f ± %.2f (%s)" % (100 * r["accuracy"], 100 * r["ci95"], r["method"]))') |"
   done
   echo "$row"
 done

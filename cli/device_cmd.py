@@ -46,7 +46,7 @@ def adapt(
     adapter.save(out)
     console.print(f"classes ({len(result.classes)}): {', '.join(result.classes)}", highlight=False)
     console.print(f"support: {result.support} images", highlight=False)
-    console.print(f"loss: {result.loss_before:.4f} → {result.final_loss:.4f} ({result.steps} steps, "
+    console.print(f"loss: {result.loss_before:.4g} → {result.final_loss:.4g} ({result.steps} steps, "
                   f"lr {result.lr:g})", highlight=False)
     console.print(f"saved: {out}", highlight=False)
 

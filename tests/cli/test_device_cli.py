@@ -31,7 +31,7 @@ def test_adapt_prints_the_classes_the_support_size_and_the_loss(bundle, tmp_path
     assert result.exit_code == 0, result.output
     assert "classes (3): circle, square, star" in result.stdout
     assert "support: 6 images" in result.stdout
-    assert "loss: 1.0986 → " in result.stdout and "(3 steps, lr 0.2)" in result.stdout
+    assert "loss: 1.099 → " in result.stdout and "(3 steps, lr 0.2)" in result.stdout
     assert (tmp_path / "adapted" / "adapted.json").is_file()
 
 
