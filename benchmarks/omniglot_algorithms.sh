@@ -2,6 +2,7 @@
 # Every meta-training algorithm on the shared Omniglot data after the SAME short budget, then
 # 5-way 1-shot and 20-way 1-shot accuracy (600 episodes, seed 0) on the test alphabets.
 # Usage: bash benchmarks/omniglot_algorithms.sh [OUT_DIR] [ITERATIONS]   (CPU-sized defaults)
+# EPISODES_5 / EPISODES_20 (default 600) set the evaluation episodes of each column.
 set -euo pipefail
 OUT=${1:-runs/omniglot-algorithms}
 ITERS=${2:-200}
@@ -23,12 +24,13 @@ for alg in maml fomaml reptile metasgd anil protonet mtl joint; do
   $MTL meta-train "${COMMON[@]}" "${args[@]}" --out "$OUT/$alg"
   echo "$alg trained in $(( $(date +%s) - start )) s" >&2
 done
-echo "| method | 5-way 1-shot | 20-way 1-shot |"
+echo "| method | 5-way 1-shot (${EPISODES_5:-600} episodes) | 20-way 1-shot (${EPISODES_20:-600} episodes) |"
 echo "| --- | --- | --- |"
 for run in pretrain maml fomaml reptile metasgd anil protonet mtl joint; do
   row="| $run |"
   for ways in 5 20; do
-    json=$($MTL evaluate "$OUT/$run" --ways "$ways" --shots 1 --queries 15 --episodes 600 --json)
+    if [ "$ways" = 5 ]; then episodes=${EPISODES_5:-600}; else episodes=${EPISODES_20:-600}; fi
+    json=$($MTL evaluate "$OUT/$run" --ways "$ways" --shots 1 --queries 15 --episodes "$episodes" --json)
     row="$row $(echo "$json" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("%.2f ± %.2f (%s)" % (100 * r["accuracy"], 100 * r["ci95"], r["method"]))') |"
   done
   echo "$row"
