@@ -1,8 +1,9 @@
 """The adapted state directory (`mtl adapt … --out ADAPTED`, docs/bundle.md): write it atomically, read it back.
 
 `bundle.mtlb` (the bundle, so the directory is self-contained), `state.npz` (`weight` (N, D), `bias`
-(N,), support `features` (M, D), `labels` (M,)) and `adapted.json` (class names in label order, steps,
-lr, losses, final loss, the sha256 of `bundle.mtlb`).
+(N,), support `features` (M, D), `labels` (M,), and for a bundle with batch statistics the
+normalised support `images` (M, C, H, W), embedded again when a class is added) and `adapted.json`
+(class names in label order, steps, lr, losses, final loss, the sha256 of `bundle.mtlb`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ ADAPTED_JSON, STATE, BUNDLE = "adapted.json", "state.npz", "bundle.mtlb"
 
 
 def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
-                 labels: np.ndarray, result: AdaptResult) -> None:
+                 labels: np.ndarray, result: AdaptResult, images: np.ndarray | None = None) -> None:
     """Write the three files into a fresh directory and swap it in for `path` (never half-updated)."""
     bundle_bytes = bundle.to_zip_bytes()
     state = io.BytesIO()
-    np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64))
+    extra = {} if images is None else {"images": images.astype(np.float32)}
+    np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64), **extra)
     meta = {"schema": SCHEMA, **result.to_dict(), "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest()}
     files = {BUNDLE: bundle_bytes, STATE: state.getvalue(),
              ADAPTED_JSON: (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
@@ -53,7 +55,9 @@ def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray
     bundle = Bundle.from_bytes(bundle_bytes, name=str(path / BUNDLE), intra_op_num_threads=threads)
     result = AdaptResult(tuple(meta["classes"]), meta["support"], meta["steps"], meta["lr"],
                          tuple(meta["losses"]), meta["final_loss"])
-    state = _read_state(path / STATE, len(result.classes), bundle.feature_dim)
+    spec = bundle.input_spec
+    image_shape = (spec.channels, spec.size, spec.size) if bundle.batch_statistics else None
+    state = _read_state(path / STATE, len(result.classes), bundle.feature_dim, image_shape)
     return bundle, state, result
 
 
@@ -80,8 +84,9 @@ def _read_meta(file: Path) -> dict:
     return meta
 
 
-def _read_state(file: Path, n: int, dim: int) -> dict[str, np.ndarray]:
-    """`state.npz` → arrays, checked against the class count n and the feature dim."""
+def _read_state(file: Path, n: int, dim: int, image_shape: tuple[int, int, int] | None) -> dict[str, np.ndarray]:
+    """`state.npz` → arrays, checked against the class count n, the feature dim and (batch statistics)
+    the shape of one support image."""
     try:
         with np.load(file, allow_pickle=False) as npz:
             state = {key: npz[key] for key in npz.files}
@@ -89,6 +94,8 @@ def _read_state(file: Path, n: int, dim: int) -> dict[str, np.ndarray]:
         raise BundleError(f"{file}: not a readable .npz archive: {exc}") from None
     m = len(state["labels"]) if "labels" in state else -1
     shapes = {"weight": (n, dim), "bias": (n,), "features": (m, dim), "labels": (m,)}
+    if image_shape is not None:
+        shapes["images"] = (m, *image_shape)
     for key, shape in shapes.items():
         if key not in state:
             raise BundleError(f"{file}: missing array {key!r}")
@@ -97,7 +104,7 @@ def _read_state(file: Path, n: int, dim: int) -> dict[str, np.ndarray]:
     labels = state["labels"]
     if not np.issubdtype(labels.dtype, np.integer) or set(np.unique(labels).tolist()) != set(range(n)):
         raise BundleError(f"{file}: labels must be integers covering every class 0..{n - 1}")
-    for key in ("weight", "bias", "features"):
+    for key in [k for k in ("weight", "bias", "features", "images") if k in shapes]:
         if not np.issubdtype(state[key].dtype, np.floating) or not np.isfinite(state[key]).all():
             raise BundleError(f"{file}: {key} must hold finite floats")
         state[key] = state[key].astype(np.float32)

@@ -3,6 +3,11 @@
 Support images are embedded once (`add_examples`); `adapt` initialises the head for however many
 classes there are (the manifest's `head.init` rule) and runs `adapt_step.onnx` k times on the
 features only — the first-order inner loop the model was meta-trained with.
+
+A bundle whose extractor normalises with batch statistics (MAML-style transductive BatchNorm,
+`Bundle.batch_statistics`) is used as it was trained: `adapt` embeds the whole support set as one
+batch (so adding a class changes every feature), and `predict` embeds the images of one call as one
+batch, like an episode's query set — at least 2 of them.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class Adapter:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self._support: dict[str, np.ndarray] = {}  # class → support features (K, D), in label order
+        # class → its support examples in label order: features (K, D), or with batch statistics the
+        # normalised images (K, C, H, W), embedded together at `adapt`
+        self._support: dict[str, np.ndarray] = {}
         self._head: tuple[np.ndarray, np.ndarray] | None = None
         self.result: AdaptResult | None = None
 
@@ -92,7 +99,8 @@ class Adapter:
         batch = self._as_batch(images)
         if len(batch) == 0:
             raise DataError(f"class {class_name!r} has no images")
-        self._support[class_name] = self.bundle.embed(batch)
+        transductive = self.bundle.batch_statistics
+        self._support[class_name] = self.bundle.check_images(batch) if transductive else self.bundle.embed(batch)
 
     def adapt(self, steps: int | None = None, lr: float | None = None) -> AdaptResult:
         """Initialise the head for every added class and run the exported step `steps` times (default:
@@ -121,7 +129,11 @@ class Adapter:
     def predict(self, images: Images) -> tuple[list[str], np.ndarray]:
         """Images → (predicted class names, probabilities (B, N) over `result.classes`)."""
         weight, bias = self._adapted_head()
-        features = self.bundle.embed(self._as_batch(images))
+        batch = self._as_batch(images)
+        if self.bundle.batch_statistics and len(batch) < 2:
+            raise DataError(f"{self.bundle.label} normalises with batch statistics (transductive BatchNorm): "
+                            f"predict needs at least 2 images in one call, got {len(batch)}")
+        features = self.bundle.embed(batch)
         probs = self.bundle.predict_proba(weight, bias, features)
         classes = self.result.classes
         return [classes[i] for i in probs.argmax(axis=1)], probs
@@ -132,7 +144,8 @@ class Adapter:
 
         weight, bias = self._adapted_head()
         features, labels = self._support_set()
-        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result)
+        images = np.concatenate(list(self._support.values())) if self.bundle.batch_statistics else None
+        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result, images)
 
     @classmethod
     def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Adapter:
@@ -141,8 +154,9 @@ class Adapter:
 
         bundle, state, result = load_adapted(Path(path), intra_op_num_threads)
         adapter = cls(bundle)
+        examples = state["images"] if bundle.batch_statistics else state["features"]
         for label, name in enumerate(result.classes):
-            adapter._support[name] = state["features"][state["labels"] == label]
+            adapter._support[name] = examples[state["labels"] == label]
         adapter._set_head(state["weight"], state["bias"], result)
         return adapter
 
@@ -167,7 +181,8 @@ class Adapter:
             raise DataError("no classes to adapt to: call add_examples() for at least 2 classes first")
         if len(self._support) < 2:
             raise DataError(f"adaptation needs at least 2 classes, got 1 ({next(iter(self._support))!r})")
-        features = np.concatenate(list(self._support.values()))
+        examples = np.concatenate(list(self._support.values()))
+        features = self.bundle.embed(examples) if self.bundle.batch_statistics else examples
         labels = np.repeat(np.arange(len(self._support)), [len(f) for f in self._support.values()])
         return features, labels.astype(np.int64)
 

@@ -63,6 +63,12 @@ class Bundle:
         files = {name: source.read(name) for name in sorted(listed)}
         return cls(manifest_bytes, files, label=source.label, intra_op_num_threads=threads)
 
+    @property
+    def batch_statistics(self) -> bool:
+        """True when `embed.onnx` normalises with the statistics of the batch it is given (MAML-style
+        transductive BatchNorm): a support set is embedded as one batch, and queries are scored together."""
+        return bool(self.manifest.get("batch_statistics", False))
+
     def graph_file(self, name: str) -> str:
         return self.manifest["graphs"][name]["file"]
 
@@ -72,22 +78,28 @@ class Bundle:
         return preprocess(sources, self.input_spec)
 
     def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Normalised float32 images (B, C, H, W) → features (B, D), `batch_size` images per run."""
-        spec, dim = self.input_spec, self.feature_dim
+        """Normalised float32 images (B, C, H, W) → features (B, D), `batch_size` images per run
+        (all of them in one run when the bundle normalises with batch statistics)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+        images, dim = self.check_images(images), self.feature_dim
+        name = self.manifest["graphs"]["embed"]["inputs"][0]["name"]
+        batch_size = max(len(images), 1) if self.batch_statistics else batch_size
+        parts = [self._run("embed", {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
+        features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+        self._check_output("embed", features, (len(images), dim))
+        return features.astype(np.float32, copy=False)
+
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        """Normalised images as `embed` takes them: float (B, C, H, W) of the manifest's size → float32."""
+        spec = self.input_spec
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (spec.channels, spec.size, spec.size):
             raise DataError(f"embed expects images (B, {spec.channels}, {spec.size}, {spec.size}), "
                             f"got shape {images.shape}")
         if not np.issubdtype(images.dtype, np.floating):
             raise DataError(f"embed expects normalised float images (see Bundle.preprocess), got {images.dtype}")
-        images = images.astype(np.float32, copy=False)
-        name = self.manifest["graphs"]["embed"]["inputs"][0]["name"]
-        parts = [self._run("embed", {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
-        features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-        self._check_output("embed", features, (len(images), dim))
-        return features.astype(np.float32, copy=False)
+        return images.astype(np.float32, copy=False)
 
     def adapt_step(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
                    lr_weight: np.ndarray, lr_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

@@ -87,6 +87,8 @@ def check_manifest(m: dict) -> None:
     if need(adapt, "lr", "number", "adapt") <= 0:
         raise BundleError(f"{MANIFEST}: adapt.lr must be > 0, got {adapt['lr']}")
     need(adapt, "learned_lr", "bool", "adapt")
+    if "batch_statistics" in m:
+        need(m, "batch_statistics", "bool", "")
     need(m, "opset", "int", "")
     _check_graphs(m)
     _check_init(m)

@@ -24,7 +24,7 @@ from device_runtime.atomic import replace_dir
 from exporters.deploy_model import DeployModel, deploy_model
 from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
 from pipeline.atomic import atomic_write_bytes
-from pipeline.errors import CheckpointError, ConfigError, MtlError
+from pipeline.errors import ConfigError, MtlError
 from pipeline.train.checkpoint import load_checkpoint
 
 SCHEMA = "mtl-bundle/1"
@@ -52,10 +52,6 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
         raise ConfigError(f"--opset must be between 13 and 21, got {opset}")
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
-    if dm.batch_statistics:
-        raise CheckpointError(f"{ckpt.path}: its extractor normalises with per-task batch statistics "
-                              "(transductive BatchNorm), which a device embedding one image at a time cannot "
-                              "reproduce; export a pretrained (`mtl pretrain`) or `--algorithm mtl` checkpoint")
     specs = graph_specs(dm)
     torch.manual_seed(0)
     models = _export_all(dm, specs, opset)
@@ -138,6 +134,7 @@ def _manifest(dm: DeployModel, specs: dict[str, GraphSpec], files: dict[str, byt
         "feature_dim": dm.feature_dim,
         "head": {"type": dm.learner.spec.head, "init": dm.learner.spec.head_init},
         "adapt": {"steps": dm.steps, "lr": dm.lr, "learned_lr": bool(dm.learner.spec.learn_lr)},
+        "batch_statistics": dm.batch_statistics,
         "opset": opset,
         "graphs": {name: spec.to_manifest() for name, spec in specs.items()},
         "init": {"file": "init.npz", "arrays": {k: list(np.shape(v)) for k, v in arrays.items()}},

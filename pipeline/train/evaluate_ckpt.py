@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from torch import nn
+
 from pipeline.algorithms import LearnerSpec, MetaLearner
 from pipeline.data import ClassImages, InputSpec, load_data
 from pipeline.errors import CheckpointError, ConfigError, DataError
 from pipeline.models import ModelSpec, build_model
+from pipeline.models.task_batchnorm import TaskBatchNorm2d
 from pipeline.train.checkpoint import Checkpoint, load_checkpoint
 from pipeline.train.common import StepCallback, no_progress, resolve_device
 from pipeline.train.evaluate import EvalConfig, EvalResult, evaluate_backbone
@@ -46,6 +49,8 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
             result = evaluate_regression(learner, cfg, steps, device, seed=10_000 + cfg.seed)
             return CheckpointEvaluation(result, "sinusoid", "fresh sine-wave tasks", str(ckpt.path))
         body = learner.body
+        if cfg.method != "adapt" and has_batch_statistics(body):
+            learner, cfg = _per_episode(learner, cfg)
     else:
         if cfg.method == "adapt":
             raise ConfigError("--method adapt needs a meta-trained checkpoint; use prototype or finetune")
@@ -61,10 +66,25 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
 
 
 def default_method(ckpt: Checkpoint) -> str:
-    """The method a checkpoint implies: its inner loop if meta-trained (prototypes for ProtoNet)."""
-    if ckpt.meta.get("kind") == "meta-train" and ckpt.meta.get("algorithm") != "protonet":
-        return "adapt"
-    return "prototype"
+    """The method a checkpoint implies: its inner loop if meta-trained (ProtoNet's is the nearest
+    prototype of each episode), prototypes for a pretrained extractor."""
+    return "adapt" if ckpt.meta.get("kind") == "meta-train" else "prototype"
+
+
+def has_batch_statistics(body: nn.Module) -> bool:
+    """True when the body normalises with the statistics of each batch (MAML-style transductive BatchNorm)."""
+    return any(isinstance(m, TaskBatchNorm2d) for m in body.modules())
+
+
+def _per_episode(learner: MetaLearner, cfg: EvalConfig) -> tuple[MetaLearner, EvalConfig]:
+    """--method prototype for a body with batch statistics: prototypes computed episode by episode (support
+    and queries each normalised as one batch, as in training), not over features embedded in arbitrary batches."""
+    if cfg.method != "prototype":
+        raise ConfigError(f"--method {cfg.method} embeds images outside their episodes, which changes the features "
+                          "of a model normalised with per-task batch statistics; use --method adapt or prototype")
+    proto = MetaLearner(dataclasses.replace(learner.spec, adapt="proto", learn_lr=False))
+    proto.load_state_dict(learner.state_dict(), strict=False)  # drops learned step sizes only
+    return proto.to(next(learner.parameters()).device), dataclasses.replace(cfg, method="adapt")
 
 
 def held_out_classes(data_spec: str, meta: dict) -> tuple[ClassImages, str]:

@@ -41,7 +41,8 @@ def evaluate_learner(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, s
     finally:
         learner.train(was_training)
     mean, ci95 = mean_ci95(torch.cat(accuracies))
-    return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, "adapt")
+    method = "prototype" if learner.spec.adapt == "proto" else "adapt"
+    return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, method)
 
 
 def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device,

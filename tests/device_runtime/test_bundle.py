@@ -131,6 +131,7 @@ def _set(meta: dict, path: str, value) -> None:
     ("init.arrays.head_weight", [7], "init.arrays.head_weight must have shape [8]"),
     ("files.embed.onnx", "ABC", "files.embed.onnx must be a lower-case sha256"),
     ("producer", "torch", "producer must be an object"),
+    ("batch_statistics", "yes", "batch_statistics must be true or false"),
 ])
 def test_a_bad_manifest_is_refused_naming_the_key(bundle_dir, no_sessions, path, value, message):
     meta = read_manifest(bundle_dir)

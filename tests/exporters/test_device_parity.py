@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from device_runtime import Adapter, Bundle
+from device_runtime.errors import DataError
 from exporters.bundle_export import export_bundle
 from exporters.deploy_model import deploy_model
 from pipeline.train.checkpoint import load_checkpoint
@@ -63,3 +64,47 @@ def test_a_pretrained_bundle_at_zero_steps_is_the_prototype_classifier(pretraine
     prototypes = evaluate_checkpoint(str(pretrained_run[0]), None, cfg, "cpu").result
     bundle = evaluate_checkpoint(str(tmp_path / "b"), None, cfg, "cpu", steps=0).result
     assert bundle.accuracy == pytest.approx(prototypes.accuracy, abs=1e-9)
+
+
+@pytest.fixture(scope="module", params=["anil", "protonet"])
+def batch_statistics_bundle(request, tmp_path_factory):
+    """Episodic models whose extractor normalises with each batch's statistics (transductive BatchNorm)."""
+    root = tmp_path_factory.mktemp(request.param)
+    meta_train(MetaTrainConfig(out=str(root / "run"), algorithm=request.param, **FAST))
+    export_bundle(root / "run", root / "bundle.mtlb", single_file=True)
+    return request.param, root / "run", root / "bundle.mtlb"
+
+
+def test_batch_statistics_bundles_evaluate_as_their_checkpoints(batch_statistics_bundle):
+    _, run, bundle_path = batch_statistics_bundle
+    assert Bundle.load(bundle_path).batch_statistics
+    cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=200)
+    on_ckpt = evaluate_checkpoint(str(run), None, cfg, "cpu").result
+    on_bundle = evaluate_checkpoint(str(bundle_path), None, cfg, "cpu").result
+    assert abs(on_ckpt.accuracy - on_bundle.accuracy) <= 0.002, (on_ckpt.accuracy, on_bundle.accuracy)
+
+
+def test_the_adapter_embeds_a_batch_statistics_support_set_as_one_batch(batch_statistics_bundle, tmp_path):
+    algorithm, run, bundle_path = batch_statistics_bundle
+    images = np.random.default_rng(1).random((10, 1, 28, 28)).astype(np.float32)  # 5 classes × 2
+    adapter = Adapter(Bundle.load(bundle_path))
+    for c in range(4):
+        adapter.add_examples(f"class{c}", images[2 * c: 2 * c + 2])
+    adapter.adapt()
+    adapter.save(tmp_path / "adapted")
+    dm = deploy_model(load_checkpoint(run))
+    p = {n: t.detach() for n, t in dm.learner.named_parameters()}
+    labels = torch.arange(5).repeat_interleave(2)
+    with torch.no_grad():  # the trainer's own maths on the whole support set, then on the query batch
+        fast = dm.learner.adapt(p, torch.from_numpy(images), labels, 5, dm.steps, first_order=True)
+        want = torch.softmax(dm.learner.predict(p, fast, torch.from_numpy(images[:6])), -1).numpy()
+    reloaded = Adapter.load(tmp_path / "adapted")  # a class added after a reload changes every feature
+    reloaded.add_examples("class4", images[8:])
+    reloaded.adapt()
+    weight, bias = reloaded.head
+    assert np.abs(weight - fast["head.weight"].numpy()).max() < 1e-4, algorithm
+    assert np.abs(bias - fast["head.bias"].numpy()).max() < 1e-4
+    _, probs = reloaded.predict(images[:6])
+    assert np.abs(probs - want).max() < 1e-4
+    with pytest.raises(DataError, match="batch statistics.*at least 2 images"):
+        reloaded.predict(images[:1])

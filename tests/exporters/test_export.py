@@ -80,14 +80,18 @@ def test_k_onnx_steps_match_the_trainers_inner_adapt(mtl_run, tmp_path, ways, ex
     assert adapt_step_fn(dm)  # the graph came from the same inner_step
 
 
-def test_a_body_adapting_checkpoint_is_refused_with_the_reason(tmp_path):
+def test_a_body_adapting_checkpoint_is_refused_with_the_reason_and_ships_frozen_on_request(tmp_path):
     out = tmp_path / "maml"
     meta_train(MetaTrainConfig(out=str(out), algorithm="maml", **FAST))
     with pytest.raises(CheckpointError, match="adapted the body.*--adapt head"):
         export_bundle(out, tmp_path / "b")
-    with pytest.raises(CheckpointError, match="batch statistics"):
-        export_bundle(out, tmp_path / "b", adapt="head")
     assert not (tmp_path / "b").exists()
+    report = export_bundle(out, tmp_path / "b", adapt="head")  # MAML's transductive BatchNorm ships as is
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["batch_statistics"] is True and manifest["producer"]["algorithm"] == "maml"
+    assert report.parity["embed.features"] < 1e-4  # batch statistics of a second batch size agree too
+    embed = onnx.load(tmp_path / "b" / "embed.onnx")
+    assert "ReduceMean" in {n.op_type for n in embed.graph.node}  # statistics computed from the batch
 
 
 def test_export_never_replaces_an_unrelated_directory_and_replaces_its_own(pretrained_run, tmp_path):
