@@ -108,3 +108,24 @@ def test_the_adapter_embeds_a_batch_statistics_support_set_as_one_batch(batch_st
     assert np.abs(probs - want).max() < 1e-4
     with pytest.raises(DataError, match="batch statistics.*at least 2 images"):
         reloaded.predict(images[:1])
+
+
+def test_meta_sgd_ships_its_learned_step_sizes_and_the_adapter_uses_them(tmp_path):
+    meta_train(MetaTrainConfig(out=str(tmp_path / "run"), algorithm="metasgd", **FAST))
+    export_bundle(tmp_path / "run", tmp_path / "b", adapt="head")
+    bundle = Bundle.load(tmp_path / "b")
+    dm = deploy_model(load_checkpoint(tmp_path / "run"), adapt="head")
+    learned = dm.learner.inner_lrs["head__weight"].detach().numpy()
+    assert bundle.manifest["adapt"]["learned_lr"] and np.array_equal(bundle.init["lr_weight"], learned)
+    assert np.ptp(learned) > 0  # meta-training moved the step sizes apart: not a constant in disguise
+    images = np.random.default_rng(2).random((6, 1, 28, 28)).astype(np.float32)
+    adapter = Adapter(bundle)
+    for c in range(3):
+        adapter.add_examples(f"c{c}", images[2 * c: 2 * c + 2])
+    adapter.adapt()
+    p = {n: t.detach() for n, t in dm.learner.named_parameters()}
+    with torch.no_grad():
+        want = dm.learner.adapt(p, torch.from_numpy(images), torch.arange(3).repeat_interleave(2), 3, dm.steps,
+                                first_order=True)
+    assert np.abs(adapter.head[0] - want["head.weight"].numpy()).max() < 1e-5
+    assert np.abs(adapter.head[1] - want["head.bias"].numpy()).max() < 1e-5
