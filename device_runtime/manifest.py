@@ -89,6 +89,8 @@ def check_manifest(m: dict) -> None:
     need(adapt, "learned_lr", "bool", "adapt")
     if "batch_statistics" in m:
         need(m, "batch_statistics", "bool", "")
+    if "quantization" in m:  # informative: how embed.onnx was quantized and how close it stayed
+        need(m, "quantization", "dict", "")
     need(m, "opset", "int", "")
     _check_graphs(m)
     _check_init(m)

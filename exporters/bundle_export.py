@@ -23,14 +23,16 @@ import torch
 from device_runtime.atomic import replace_dir
 from exporters.deploy_model import DeployModel, deploy_model
 from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
+from exporters.quantize import QUANTIZE_CHOICES, QuantizationReport, quantize_embed
 from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import ConfigError, MtlError
-from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.checkpoint import Checkpoint, load_checkpoint
 
 SCHEMA = "mtl-bundle/1"
 STANDARD_DOMAINS = {"", "ai.onnx"}
 TRACE_SIZES = {"B": 2, "N": 5, "M": 10}
 CHECK_SIZES = {"B": 3, "N": 3, "M": 9}
+CALIBRATION_IMAGES, CHECK_IMAGES = 256, 64  # int8 calibration, and images held aside to check it
 
 
 class ExportError(MtlError):
@@ -43,13 +45,39 @@ class ExportReport:
     files: dict[str, int] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     ops: dict[str, list[str]] = field(default_factory=dict)
+    quantization: QuantizationReport | None = None
+
+
+def calibration_images(ckpt: Checkpoint, dm: DeployModel, data_spec: str, count: int = CALIBRATION_IMAGES,
+                       seed: int = 0) -> np.ndarray:
+    """`count` normalised images (+ `CHECK_IMAGES` held aside), seeded, from the TRAINING classes of the
+    checkpoint's split (all classes of a dataset the checkpoint never saw)."""
+    from device_runtime.preprocess import normalize
+    from pipeline.data import load_data
+
+    data = load_data(data_spec, image_size=dm.input_spec.size)
+    train = set(ckpt.meta.get("splits", {}).get("train", []))
+    keep = [i for i, name in enumerate(data.class_names) if name in train]
+    data = data.subset(keep) if keep else data
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(data))[:count + CHECK_IMAGES]
+    if len(pick) < 2 * CHECK_IMAGES:
+        raise ConfigError(f"--quantize needs at least {2 * CHECK_IMAGES} training images to calibrate on; "
+                          f"{data_spec} has {len(pick)}")
+    return normalize(data.images[np.sort(pick)].numpy(), dm.input_spec)
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool = False, opset: int = 18,
-                  adapt: str | None = None, tolerance: float = 1e-4) -> ExportReport:
-    """Export `checkpoint` to a bundle directory (or `.mtlb` zip) at `out`; returns what was checked."""
+                  adapt: str | None = None, tolerance: float = 1e-4, quantize: str | None = None,
+                  calibration: str | np.ndarray | None = None) -> ExportReport:
+    """Export `checkpoint` to a bundle directory (or `.mtlb` zip) at `out`; returns what was checked.
+
+    `quantize="int8"` quantizes `embed.onnx` (exporters.quantize), calibrated on `calibration`: a data
+    spec (default: the checkpoint's own data, training classes) or normalised images (B, C, H, W)."""
     if not 13 <= opset <= 21:
         raise ConfigError(f"--opset must be between 13 and 21, got {opset}")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
     specs = graph_specs(dm)
@@ -59,10 +87,19 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     for name, model in models.items():
         report.ops[name] = _check_graph(name, model)
     report.parity = _check_parity(dm, specs, models, tolerance)
+    data = calibration if isinstance(calibration, str) else ckpt.meta["config"]["data"]
+    if quantize is not None:
+        images = calibration if isinstance(calibration, np.ndarray) else calibration_images(ckpt, dm, data)
+        models["embed"], report.quantization = quantize_embed(models["embed"], images[:-CHECK_IMAGES],
+                                                              images[-CHECK_IMAGES:], quantize)
+        report.ops["embed"] = _check_graph("embed", models["embed"])
     files = {f"{n}.onnx": m.SerializeToString() for n, m in models.items()}
     files["init.npz"] = _npz(dm.init_arrays())
     manifest = _manifest(dm, specs, files, opset, hashlib.sha256(Path(ckpt.path).read_bytes()).hexdigest())
     manifest["producer"].update(data=ckpt.meta["config"]["data"], test_classes=list(ckpt.meta["splits"]["test"]))
+    if report.quantization is not None:
+        manifest["quantization"] = report.quantization.to_manifest(
+            data if isinstance(calibration, str | None) else "<arrays>")
     files = {"manifest.json": json.dumps(manifest, indent=2).encode(), **files}
     report.path = str(_write(Path(out), files, single_file))
     report.files = {n: len(b) for n, b in files.items()}
