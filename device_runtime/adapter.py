@@ -60,6 +60,13 @@ def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
     return np.full((1, bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
 
 
+def _check_finite(array: np.ndarray, what: str, hint: str) -> None:
+    """A NaN or inf in support data would poison every step of adaptation; name the first bad image."""
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(f"{what} gave non-finite values (NaN or inf) for image #{int(np.argmax(bad))}; {hint}")
+
+
 class Adapter:
     """Few-shot learner on a device: `add_examples` per class, `adapt`, then `predict`; `save`/`load`."""
 
@@ -92,7 +99,11 @@ class Adapter:
         batch = self._as_batch(images)
         if len(batch) == 0:
             raise DataError(f"class {class_name!r} has no images")
-        self._support[class_name] = self.bundle.embed(batch)
+        _check_finite(batch, f"class {class_name!r}: preprocessing", "check the images and the bundle's input "
+                      "mean/std")
+        features = self.bundle.embed(batch)
+        _check_finite(features, f"class {class_name!r}: embed.onnx", "the bundle's embedding graph is broken")
+        self._support[class_name] = features
 
     def adapt(self, steps: int | None = None, lr: float | None = None) -> AdaptResult:
         """Initialise the head for every added class and run the exported step `steps` times (default:
@@ -121,7 +132,9 @@ class Adapter:
     def predict(self, images: Images) -> tuple[list[str], np.ndarray]:
         """Images → (predicted class names, probabilities (B, N) over `result.classes`)."""
         weight, bias = self._adapted_head()
-        features = self.bundle.embed(self._as_batch(images))
+        batch = self._as_batch(images)
+        _check_finite(batch, "predict: preprocessing", "check the images and the bundle's input mean/std")
+        features = self.bundle.embed(batch)
         probs = self.bundle.predict_proba(weight, bias, features)
         classes = self.result.classes
         return [classes[i] for i in probs.argmax(axis=1)], probs
