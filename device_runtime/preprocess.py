@@ -104,7 +104,8 @@ def normalize(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 (..., C, H, W) → float32 `(x / 255 - mean) / std` per channel, in float32 like training."""
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
-    return (images.astype(np.float32) / np.float32(255.0) - mean) / std
+    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate std is reported by the caller, by image
+        return (images.astype(np.float32) / np.float32(255.0) - mean) / std
 
 
 def to_uint8(source: ImageSource, spec: InputSpec, name: str) -> np.ndarray:

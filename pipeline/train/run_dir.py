@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from pipeline.errors import ConfigError
+from pipeline.train.checkpoint import load_checkpoint
 
 # Options that may change between a run and its resume without changing the computation's result.
 RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download"})
@@ -64,6 +65,7 @@ class RunDir:
         details = changed_options(saved if isinstance(saved, dict) else {}, config)
         if details:
             raise ConfigError(f"--resume: {self.path} was made with other options ({details})")
+        self.check_checkpoint(load_checkpoint(self.last).meta)
 
     def check_checkpoint(self, meta: dict[str, Any]) -> None:
         """The resumed checkpoint must come from the same options too (not a file copied from another run)."""
