@@ -46,8 +46,11 @@ class RunDir:
                               "another --out")
 
     def create(self) -> None:
-        """Make the directory and write the resolved configuration into it."""
+        """Make the directory and write the resolved configuration into it. Temporaries that a killed
+        writer left (`.NAME.*.tmp`, never read) are removed: one run writes a run directory at a time."""
         self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         atomic_write_json(self.config_path, self.config)
 
     config_path = property(lambda self: self.path / "config.json")
