@@ -443,3 +443,23 @@ def test_a_crash_while_saving_over_an_adapted_state_leaves_it_whole(crash_after,
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted", "bundle", "support"]  # no temp left behind
 
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["adapt", "b", "s", "--out", "o", "--steps", "-1"], "Invalid value for '--steps'"),
+    (["meta-train", "--ways", "three"], "Invalid value for '--ways'"),
+    (["pretrain", "--epochs", "2", "--nope"], "No such option: --nope"),
+    (["bundle", "verify"], "Missing argument"),
+])
+def test_options_typer_cannot_parse_are_one_line_from_the_installed_command(args, culprit, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "cli", *args], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and culprit in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
