@@ -26,12 +26,14 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset of the graphs.")] = 18,
     adapt: Annotated[ExportAdapt | None, typer.Option(
         help="Ship the body frozen and adapt the head only (for models whose inner loop adapted the body).")] = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 private key (PEM) to sign the bundle with "
+                                              "(needs the 'sign' extra).")] = None,
 ) -> None:
     """Export the learned initialisation, a first-order update graph and the extractor to ONNX."""
     from exporters.bundle_export import export_bundle
 
     report = export_bundle(checkpoint, out, single_file=single_file, opset=opset,
-                           adapt=None if adapt is None else adapt.value)
+                           adapt=None if adapt is None else adapt.value, sign=sign)
     size = sum(report.files.values())
     worst = max(report.parity.values())
     console.print(f"exported {checkpoint} → {report.path} ({size / 1024:.0f} KiB; graphs checked by onnx.checker, "

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from device_runtime.atomic import replace_dir
+from device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
 from exporters.deploy_model import DeployModel, deploy_model
 from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
 from pipeline.atomic import atomic_write_bytes
@@ -46,10 +47,13 @@ class ExportReport:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool = False, opset: int = 18,
-                  adapt: str | None = None, tolerance: float = 1e-4) -> ExportReport:
-    """Export `checkpoint` to a bundle directory (or `.mtlb` zip) at `out`; returns what was checked."""
+                  adapt: str | None = None, tolerance: float = 1e-4, sign: str | Path | None = None) -> ExportReport:
+    """Export `checkpoint` to a bundle directory (or `.mtlb` zip) at `out`; returns what was checked.
+    `sign`: an Ed25519 private key file; the bundle then carries `manifest.sig`."""
     if not 13 <= opset <= 21:
         raise ConfigError(f"--opset must be between 13 and 21, got {opset}")
+    if sign is not None:
+        check_private_key(sign)  # a bad key fails now, not after the slow export
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
     if dm.batch_statistics:
@@ -68,6 +72,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     manifest = _manifest(dm, specs, files, opset, hashlib.sha256(Path(ckpt.path).read_bytes()).hexdigest())
     manifest["producer"].update(data=ckpt.meta["config"]["data"], test_classes=list(ckpt.meta["splits"]["test"]))
     files = {"manifest.json": json.dumps(manifest, indent=2).encode(), **files}
+    if sign is not None:
+        files[SIGNATURE] = sign_manifest(files["manifest.json"], sign)
     report.path = str(_write(Path(out), files, single_file))
     report.files = {n: len(b) for n, b in files.items()}
     return report
