@@ -36,12 +36,13 @@ def adapt(
     lr: Annotated[float | None, typer.Option(help="Step size, or the factor on meta-learned step sizes "
                                              "(default: the bundle's).")] = None,
     threads: ThreadsOpt = 1,
+    key: KeyOpt = None,
 ) -> None:
     """Learn new classes from a few labelled images per class, on this machine, without torch."""
     from device_runtime import Adapter, Bundle
     from device_runtime.preprocess import image_folders
 
-    adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads))
+    adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
     for name, images in image_folders(support).items():
         adapter.add_examples(name, images)
     result = adapter.adapt(steps, lr)

@@ -73,6 +73,19 @@ def test_a_bundle_that_is_not_signed_by_the_key_is_refused(fault, signed, tmp_pa
     assert ("not signed" if fault == "unsigned" else "does not verify with") in result.stderr
 
 
+def test_adapt_with_a_key_refuses_an_unsigned_bundle_before_adapting(signed, tmp_path):
+    from tests.device_runtime.bundle_factory import write_support
+
+    bundle, public = signed
+    support = write_support(tmp_path / "support", ["a", "b"])
+    ok = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "ok"), "--key", str(public)])
+    assert ok.exit_code == 0, ok.output
+    (bundle / SIGNATURE).unlink()
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "no"), "--key",
+                                 str(public)])
+    assert result.exit_code == 1 and "not signed" in result.stderr and not (tmp_path / "no").exists()
+
+
 def test_a_key_that_is_not_an_ed25519_public_key_is_a_usage_error(signed, tmp_path):
     bundle, _ = signed
     (tmp_path / "junk.pub").write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
