@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from device_runtime.errors import ConfigError, DataError
+
+# Pillow warns (UserWarning) about damaged metadata, e.g. "Corrupt EXIF data", and then either decodes the
+# pixels or raises; a warning would add a second line to the one-line error (or noise to a success).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 RESIZE_METHODS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                   "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
