@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
 from cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, train_cmd
+from cli.errors import fail
+
+try:  # Typer ≥ 0.20 vendors Click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
 
 app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Meta-transfer learning for the edge: pretrain and meta-train on a GPU, adapt to "
@@ -35,4 +42,16 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 def main() -> None:
-    app()
+    """Entry point. Typer's own usage errors (an option that does not parse or is out of its declared range)
+    become the same single `error:` line on stderr, exit 2, as every other mistake."""
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `mtl`: the help, as Typer shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        code = fail(" ".join(exc.format_message().split()) + where, exc.exit_code).exit_code
+    except typer.Abort:
+        code = fail("aborted", 1).exit_code
+    sys.exit(code if isinstance(code, int) else 0)

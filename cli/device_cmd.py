@@ -22,6 +22,8 @@ console = Console()
 bundle_app = typer.Typer(no_args_is_help=True, help="Check or describe a deploy bundle (directory or .mtlb).")
 
 BundleArg = Annotated[Path, typer.Argument(help="A bundle directory or .mtlb file.")]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="Ed25519 public key (PEM): require a valid signature "
+                                            "(needs the 'sign' extra).")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime intra-op threads.")]
 
 
@@ -34,12 +36,13 @@ def adapt(
     lr: Annotated[float | None, typer.Option(help="Step size, or the factor on meta-learned step sizes "
                                              "(default: the bundle's).")] = None,
     threads: ThreadsOpt = 1,
+    key: KeyOpt = None,
 ) -> None:
     """Learn new classes from a few labelled images per class, on this machine, without torch."""
     from device_runtime import Adapter, Bundle
     from device_runtime.preprocess import image_folders
 
-    adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads))
+    adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
     for name, images in image_folders(support).items():
         adapter.add_examples(name, images)
     result = adapter.adapt(steps, lr)
@@ -75,13 +78,14 @@ def predict(
 
 
 @handle_errors
-def verify(bundle: BundleArg) -> None:
+def verify(bundle: BundleArg, key: KeyOpt = None) -> None:
     """Check a bundle completely (schema, sha256 of every file, graph interfaces, onnxruntime load)."""
     from device_runtime import Bundle
 
-    loaded = Bundle.load(bundle)
+    loaded = Bundle.load(bundle, key=key)
+    signed = f", signature verified with {key}" if key is not None else ""
     console.print(f"ok: {bundle} ({loaded.manifest['schema']}, {len(loaded.files)} files verified, "
-                  f"{len(loaded.graphs)} graphs load in onnxruntime)", highlight=False)
+                  f"{len(loaded.graphs)} graphs load in onnxruntime{signed})", highlight=False, soft_wrap=True)
 
 
 @handle_errors

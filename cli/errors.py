@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -22,7 +23,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def handle_errors(command: F) -> F:
-    """Decorator for command bodies: MtlError → exit 1 (runtime) or 2 (usage); Ctrl-C → exit 130."""
+    """Decorator for command bodies: MtlError → exit 1 (runtime) or 2 (usage); Ctrl-C → exit 130.
+
+    Every file mtl writes is renamed into place whole, so an interrupt leaves the last saved version;
+    for a training command (one with `out` and `resume`) the message says where it is and how to go on.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,7 +36,7 @@ def handle_errors(command: F) -> F:
         except MtlError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise fail(_interrupted(kwargs), 130) from None
         except ModuleNotFoundError as exc:
             if exc.name in {"torch", "torchvision", "safetensors", "onnx", "onnxscript"}:
                 raise fail(f"this command needs the training extra ({exc.name} is not installed): "
@@ -39,3 +44,12 @@ def handle_errors(command: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted(kwargs: dict[str, Any]) -> str:
+    if "resume" not in kwargs or kwargs.get("out") is None:
+        return "interrupted; files written so far are complete, nothing is half-written"
+    last = Path(kwargs["out"]) / "last.safetensors"
+    if not last.is_file():
+        return f"interrupted before the first checkpoint; nothing to resume in {kwargs['out']}"
+    return f"interrupted; {last} holds the last saved state, continue with the same options and --resume"

@@ -34,12 +34,14 @@ def export(
         help="Quantize embed.onnx (static, per-channel int8 QDQ), calibrated on training images.")] = None,
     calibration: Annotated[str | None, typer.Option(
         help="Data spec to calibrate --quantize on (default: the checkpoint's data, training classes).")] = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 private key (PEM) to sign the bundle with "
+                                              "(needs the 'sign' extra).")] = None,
 ) -> None:
     """Export the learned initialisation, a first-order update graph and the extractor to ONNX."""
     from exporters.bundle_export import export_bundle
 
     report = export_bundle(checkpoint, out, single_file=single_file, opset=opset,
-                           adapt=None if adapt is None else adapt.value,
+                           adapt=None if adapt is None else adapt.value, sign=sign,
                            quantize=None if quantize is None else quantize.value, calibration=calibration)
     size = sum(report.files.values())
     worst = max(report.parity.values())

@@ -65,6 +65,13 @@ def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
     return np.full((1, bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
 
 
+def _check_finite(array: np.ndarray, what: str, hint: str) -> None:
+    """A NaN or inf in support data would poison every step of adaptation; name the first bad image."""
+    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(f"{what} gave non-finite values (NaN or inf) for image #{int(np.argmax(bad))}; {hint}")
+
+
 class Adapter:
     """Few-shot learner on a device: `add_examples` per class, `adapt`, then `predict`; `save`/`load`."""
 
@@ -99,8 +106,14 @@ class Adapter:
         batch = self._as_batch(images)
         if len(batch) == 0:
             raise DataError(f"class {class_name!r} has no images")
-        transductive = self.bundle.batch_statistics
-        self._support[class_name] = self.bundle.check_images(batch) if transductive else self.bundle.embed(batch)
+        _check_finite(batch, f"class {class_name!r}: preprocessing", "check the images and the bundle's input "
+                      "mean/std")
+        if self.bundle.batch_statistics:  # embedded with the whole support set at adapt()
+            self._support[class_name] = self.bundle.check_images(batch)
+            return
+        features = self.bundle.embed(batch)
+        _check_finite(features, f"class {class_name!r}: embed.onnx", "the bundle's embedding graph is broken")
+        self._support[class_name] = features
 
     def adapt(self, steps: int | None = None, lr: float | None = None) -> AdaptResult:
         """Initialise the head for every added class and run the exported step `steps` times (default:
@@ -133,6 +146,7 @@ class Adapter:
         if self.bundle.batch_statistics and len(batch) < 2:
             raise DataError(f"{self.bundle.label} normalises with batch statistics (transductive BatchNorm): "
                             f"predict needs at least 2 images in one call, got {len(batch)}")
+        _check_finite(batch, "predict: preprocessing", "check the images and the bundle's input mean/std")
         features = self.bundle.embed(batch)
         probs = self.bundle.predict_proba(weight, bias, features)
         classes = self.result.classes
@@ -183,6 +197,7 @@ class Adapter:
             raise DataError(f"adaptation needs at least 2 classes, got 1 ({next(iter(self._support))!r})")
         examples = np.concatenate(list(self._support.values()))
         features = self.bundle.embed(examples) if self.bundle.batch_statistics else examples
+        _check_finite(features, "support set: embed.onnx", "the bundle's embedding graph is broken")
         labels = np.repeat(np.arange(len(self._support)), [len(f) for f in self._support.values()])
         return features, labels.astype(np.int64)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from device_runtime.errors import BundleError
 from device_runtime.manifest import MANIFEST, check_member_name
+from device_runtime.signing import SIGNATURE
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB
 MAX_MEMBER_BYTES = 2 << 30  # protobuf caps one ONNX file (without external data) at 2 GiB
@@ -46,6 +47,11 @@ class DirSource:
 
     def check_listed(self, names: set[str]) -> None:
         """Extra files in a directory are ignored (never read); only a zip is closed over its manifest."""
+
+    def read_optional(self, name: str) -> bytes | None:
+        """A file the bundle may hold (the signature): its bytes, or None when absent."""
+        path = self.root / name
+        return self.read(name) if path.exists() or path.is_symlink() else None
 
 
 class ZipSource:
@@ -98,9 +104,13 @@ class ZipSource:
 
     def check_listed(self, names: set[str]) -> None:
         """Every member must be the manifest or a file it lists (with its sha256)."""
-        extra = sorted(set(self.members) - names - {MANIFEST})
+        extra = sorted(set(self.members) - names - {MANIFEST, SIGNATURE})
         if extra:
             raise BundleError(f"{self.label}: member {extra[0]} is not listed in {MANIFEST} files")
+
+
+    def read_optional(self, name: str) -> bytes | None:
+        return self.read(name) if name in self.members else None
 
 
 def open_source(path: Path) -> DirSource | ZipSource:

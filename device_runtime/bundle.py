@@ -22,6 +22,7 @@ from device_runtime.errors import BundleError, ConfigError, DataError
 from device_runtime.manifest import MANIFEST, input_spec, parse_manifest
 from device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
 from device_runtime.preprocess import ImageSource, preprocess
+from device_runtime.signing import SIGNATURE, verify_manifest
 
 GRAPH_NAMES = ("embed", "adapt_step", "predict")
 
@@ -31,14 +32,14 @@ class Bundle:
     `graphs` (name → `GraphInfo`), `init` (the arrays of `init.npz`, float32). Use `Bundle.load`."""
 
     def __init__(self, manifest_bytes: bytes, files: dict[str, bytes], *, label: str,
-                 intra_op_num_threads: int = 1) -> None:
+                 intra_op_num_threads: int = 1, signature: bytes | None = None) -> None:
         if intra_op_num_threads < 1:
             raise ConfigError(f"intra_op_num_threads must be ≥ 1, got {intra_op_num_threads}")
         self.label = label
         self.manifest = parse_manifest(manifest_bytes)
         self.input_spec = input_spec(self.manifest)
         self.feature_dim: int = self.manifest["feature_dim"]
-        self._manifest_bytes, self.files = manifest_bytes, files
+        self._manifest_bytes, self.files, self.signature = manifest_bytes, files, signature
         _check_digests(self.manifest, files)
         self.graphs = {name: _graph_info(self.manifest, name, files) for name in GRAPH_NAMES}
         self.init = _load_init(self.manifest, files)
@@ -46,22 +47,27 @@ class Bundle:
                           for name in GRAPH_NAMES}
 
     @classmethod
-    def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Bundle:
-        """A bundle directory or `.mtlb` zip → verified `Bundle`; any fault raises `BundleError` naming it."""
-        return cls._from_source(open_source(Path(path)), intra_op_num_threads)
+    def load(cls, path: str | Path, *, intra_op_num_threads: int = 1, key: str | Path | None = None) -> Bundle:
+        """A bundle directory or `.mtlb` zip → verified `Bundle`; any fault raises `BundleError` naming it.
+        With `key` (an Ed25519 public key file) the bundle must also carry a valid signature."""
+        return cls._from_source(open_source(Path(path)), intra_op_num_threads, key)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, name: str = "<bundle bytes>", intra_op_num_threads: int = 1) -> Bundle:
+    def from_bytes(cls, data: bytes, *, name: str = "<bundle bytes>", intra_op_num_threads: int = 1,
+                   key: str | Path | None = None) -> Bundle:
         """A `.mtlb` zip held in memory → verified `Bundle`."""
-        return cls._from_source(ZipSource(data, name), intra_op_num_threads)
+        return cls._from_source(ZipSource(data, name), intra_op_num_threads, key)
 
     @classmethod
-    def _from_source(cls, source: DirSource | ZipSource, threads: int) -> Bundle:
+    def _from_source(cls, source: DirSource | ZipSource, threads: int, key: str | Path | None = None) -> Bundle:
         manifest_bytes = source.read(MANIFEST)
+        signature = source.read_optional(SIGNATURE)
+        if key is not None:  # first: an unsigned or forged manifest is not even parsed
+            verify_manifest(manifest_bytes, signature, key, source.label)
         listed = parse_manifest(manifest_bytes)["files"]
         source.check_listed(set(listed))
         files = {name: source.read(name) for name in sorted(listed)}
-        return cls(manifest_bytes, files, label=source.label, intra_op_num_threads=threads)
+        return cls(manifest_bytes, files, label=source.label, intra_op_num_threads=threads, signature=signature)
 
     @property
     def batch_statistics(self) -> bool:
@@ -120,7 +126,7 @@ class Bundle:
 
     def to_zip_bytes(self) -> bytes:
         """The bundle as deterministic `.mtlb` bytes (the same files always give the same bytes)."""
-        return zip_bytes({MANIFEST: self._manifest_bytes, **self.files})
+        return zip_bytes(self._all_files())
 
     @property
     def sha256(self) -> str:
@@ -131,8 +137,12 @@ class Bundle:
         if single_file:
             atomic_write_bytes(path, self.to_zip_bytes())
             return
-        files = {MANIFEST: self._manifest_bytes, **self.files}
+        files = self._all_files()
         replace_dir(path, lambda tmp: write_files(tmp, files), marker=MANIFEST)
+
+    def _all_files(self) -> dict[str, bytes]:
+        signature = {} if self.signature is None else {SIGNATURE: self.signature}
+        return {MANIFEST: self._manifest_bytes, **self.files, **signature}
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         try:

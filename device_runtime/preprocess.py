@@ -8,6 +8,9 @@ The one definition of the input transform: training decodes every image with `lo
 from __future__ import annotations
 
 import io
+import struct
+import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,9 +20,16 @@ from PIL import Image, UnidentifiedImageError
 
 from device_runtime.errors import ConfigError, DataError
 
+# Pillow warns (UserWarning) about damaged metadata, e.g. "Corrupt EXIF data", and then either decodes the
+# pixels or raises; a warning would add a second line to the one-line error (or noise to a success).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 RESIZE_METHODS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
                   "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
                   "box": Image.Resampling.BOX}
+# Modes with 16/32-bit or float samples: Pillow's conversion to L/RGB clips them to 255 (a white image), so
+# they are refused, not silently converted. Every 8-bit mode (1, L, P, RGB, RGBA, LA, CMYK, ...) is converted.
+WIDE_MODES = ("I", "F")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
@@ -61,7 +71,13 @@ class InputSpec:
 
 
 def convert_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    """A decoded Pillow image → uint8 array (C, H, W) following `spec`."""
+    """A decoded Pillow image → uint8 array (C, H, W) following `spec`: any 8-bit mode is converted to
+    L or RGB and any size resized; 16/32-bit and float images raise `ValueError` naming their mode."""
+    if image.mode.startswith(WIDE_MODES):
+        raise ValueError(f"mode {image.mode} has 16/32-bit or float samples, which would be clipped; "
+                         "save it as an 8-bit image (L or RGB)")
+    if min(image.size) < 1:
+        raise ValueError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
     mode = "L" if spec.channels == 1 else "RGB"
     image = image.convert(mode)
     if image.size != (spec.size, spec.size):
@@ -84,15 +100,17 @@ def load_image(source: str | Path | bytes, spec: InputSpec, name: str | None = N
         with handle, Image.open(handle) as image:
             image.load()
             return convert_image(image, spec)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {label}: {exc.__class__.__name__}: {exc}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+            EOFError, struct.error) as exc:
+        raise DataError(f"cannot read image {label}: {exc.__class__.__name__}: {_one_line(exc)}") from None
 
 
 def normalize(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 (..., C, H, W) → float32 `(x / 255 - mean) / std` per channel, in float32 like training."""
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
-    return (images.astype(np.float32) / np.float32(255.0) - mean) / std
+    with np.errstate(over="ignore", invalid="ignore"):  # a degenerate std is reported by the caller, by image
+        return (images.astype(np.float32) / np.float32(255.0) - mean) / std
 
 
 def to_uint8(source: ImageSource, spec: InputSpec, name: str) -> np.ndarray:
@@ -108,8 +126,13 @@ def to_uint8(source: ImageSource, spec: InputSpec, name: str) -> np.ndarray:
         if not isinstance(source, Image.Image):
             raise ValueError(f"unsupported image type {type(source).__name__}")
         return convert_image(source, spec)
-    except (OSError, TypeError, ValueError) as exc:
-        raise DataError(f"cannot read image {name}: {exc}") from None
+    except (Image.DecompressionBombError, OSError, TypeError, ValueError) as exc:
+        raise DataError(f"cannot read image {name}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a decoder may report several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def preprocess(sources: Sequence[ImageSource], spec: InputSpec) -> np.ndarray:
@@ -125,7 +148,8 @@ def preprocess(sources: Sequence[ImageSource], spec: InputSpec) -> np.ndarray:
 def image_folders(root: str | Path) -> dict[str, list[Path]]:
     """A support directory → {class name: its image files}, one sub-folder per class, both sorted by name.
 
-    Hidden entries are skipped; an empty class folder or a directory without class folders raises `DataError`.
+    Hidden entries are skipped; an empty class folder, a directory without class folders, or two class names
+    that another file system (or a reader) would take for the same one raise `DataError`.
     """
     root = Path(root)
     if not root.is_dir():
@@ -136,8 +160,17 @@ def image_folders(root: str | Path) -> dict[str, list[Path]]:
                         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        same = next((name for name in classes if _fold(name) == _fold(folder.name)), None)
+        if same is not None:
+            raise DataError(f"class folders {same!r} and {folder.name!r} in {root} differ only in case or "
+                            "Unicode form; class names must be unique")
         classes[folder.name] = images
     if not classes:
         raise DataError(f"support directory {root} has no class sub-folders; put each class's images in "
                         f"{root}/<class name>/")
     return classes
+
+
+def _fold(name: str) -> str:
+    """A class name as a case-insensitive file system (or a person) would compare it."""
+    return unicodedata.normalize("NFC", name).casefold().strip()

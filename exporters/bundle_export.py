@@ -21,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from device_runtime.atomic import replace_dir
+from device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
 from exporters.deploy_model import DeployModel, deploy_model
 from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
 from exporters.quantize import QUANTIZE_CHOICES, QuantizationReport, quantize_embed
@@ -69,15 +70,18 @@ def calibration_images(ckpt: Checkpoint, dm: DeployModel, data_spec: str, count:
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool = False, opset: int = 18,
                   adapt: str | None = None, tolerance: float = 1e-4, quantize: str | None = None,
-                  calibration: str | np.ndarray | None = None) -> ExportReport:
+                  calibration: str | np.ndarray | None = None, sign: str | Path | None = None) -> ExportReport:
     """Export `checkpoint` to a bundle directory (or `.mtlb` zip) at `out`; returns what was checked.
 
     `quantize="int8"` quantizes `embed.onnx` (exporters.quantize), calibrated on `calibration`: a data
-    spec (default: the checkpoint's own data, training classes) or normalised images (B, C, H, W)."""
+    spec (default: the checkpoint's own data, training classes) or normalised images (B, C, H, W).
+    `sign`: an Ed25519 private key file; the bundle then carries `manifest.sig`."""
     if not 13 <= opset <= 21:
         raise ConfigError(f"--opset must be between 13 and 21, got {opset}")
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if sign is not None:
+        check_private_key(sign)  # a bad key fails now, not after the slow export
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
     specs = graph_specs(dm)
@@ -101,6 +105,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
         manifest["quantization"] = report.quantization.to_manifest(
             data if isinstance(calibration, str | None) else "<arrays>")
     files = {"manifest.json": json.dumps(manifest, indent=2).encode(), **files}
+    if sign is not None:
+        files[SIGNATURE] = sign_manifest(files["manifest.json"], sign)
     report.path = str(_write(Path(out), files, single_file))
     report.files = {n: len(b) for n, b in files.items()}
     return report

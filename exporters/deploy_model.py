@@ -22,7 +22,7 @@ from pipeline.errors import CheckpointError, ConfigError
 from pipeline.models import ModelSpec, build_model
 from pipeline.models.scale_shift import fold_scale_shift
 from pipeline.models.task_batchnorm import TaskBatchNorm2d
-from pipeline.train.checkpoint import Checkpoint
+from pipeline.train.checkpoint import Checkpoint, load_weights
 
 PRETRAIN_DEFAULT_STEPS, PRETRAIN_DEFAULT_LR = 10, 0.1
 
@@ -62,7 +62,7 @@ def deploy_model(ckpt: Checkpoint, adapt: str | None = None) -> DeployModel:
     spec = InputSpec.from_dict(ckpt.meta["input"]) if ckpt.meta.get("input") else None
     if kind == "pretrain":
         model = build_model(ModelSpec.from_dict(ckpt.meta["model"]))
-        model.load_state_dict(ckpt.model)
+        load_weights(model, ckpt.model, ckpt.path)
         m = ModelSpec.from_dict(ckpt.meta["model"])
         learner = MetaLearner(LearnerSpec(m.backbone, m.in_channels, m.image_size, dict(m.options), head="linear",
                                           head_init="proto", adapt="head",
@@ -72,7 +72,7 @@ def deploy_model(ckpt: Checkpoint, adapt: str | None = None) -> DeployModel:
     if kind != "meta-train":
         raise CheckpointError(f"{ckpt.path} is neither a pretraining nor a meta-training checkpoint")
     learner = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
-    learner.load_state_dict(ckpt.model)
+    load_weights(learner, ckpt.model, ckpt.path)
     learner.eval()
     if learner.spec.head == "none" or spec is None:
         raise CheckpointError(f"{ckpt.path} is a regression model; only image classifiers export to a bundle")

@@ -93,7 +93,10 @@ class MetaLearner(nn.Module):
         self.body = build_backbone(spec.backbone, in_channels=spec.in_channels, image_size=spec.image_size,
                                    **options)
         if body_state is not None:
-            self.body.load_state_dict(body_state, strict=not _drops_running_stats(self.body, body_state))
+            from pipeline.train.checkpoint import load_weights  # late: train imports algorithms
+
+            load_weights(self.body, body_state, "the pretrained (--init) checkpoint",
+                         strict=not _drops_running_stats(self.body, body_state))
         use_task_batchnorm(self.body)  # correct second-order gradients under vmap (see the module)
         if spec.scale_shift:
             from pipeline.models.scale_shift import add_scale_shift

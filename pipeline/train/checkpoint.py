@@ -25,6 +25,9 @@ from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import CheckpointError
 
 FORMAT = "mtl-checkpoint/1"
+# What every tool reads from a checkpoint's JSON, by kind: checked once at load, not as KeyErrors later.
+REQUIRED_META = {"pretrain": ("config", "model", "input", "splits"),
+                 "meta-train": ("config", "learner", "input", "splits", "inner_steps")}
 
 
 @dataclass
@@ -64,7 +67,10 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`; anything else raises `CheckpointError`."""
     path = resolve_checkpoint_path(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
@@ -74,12 +80,29 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is not a safetensors checkpoint: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an mtl checkpoint (missing or unknown 'format' metadata)")
+    missing = [key for key in REQUIRED_META.get(meta.get("kind"), ()) if key not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: its metadata lacks {', '.join(missing)}; the file was not written by mtl "
+                              "or was edited")
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}}
     for key, tensor in tensors.items():
         prefix, _, name = key.partition(".")
         if prefix in groups:
             groups[prefix][name] = tensor
     return Checkpoint(meta, groups["model"], groups["optim"], groups["rng"], path)
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path | None,
+                 strict: bool = True) -> None:
+    """`module.load_state_dict(state)`, where tensors that do not fit the module (a checkpoint of another
+    backbone or width, an edited file) are a `CheckpointError` naming the file and the first misfits."""
+    try:
+        module.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        detail = "; ".join(lines)[:300] or str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: its tensors do not fit the {type(module).__name__} it describes "
+                              f"(another backbone or an edited file?): {detail}") from None
 
 
 def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -103,4 +126,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     for key, value in list(tensors.items()) + list(info.get("scalars", {}).items()):
         index, _, name = key.partition(".")
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"the optimizer state in the checkpoint does not fit this model: {exc}") from None

@@ -10,6 +10,7 @@ images the episodes use), then each episode is scored on features:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -44,7 +45,7 @@ class EvalConfig:
             raise ConfigError(f"episodes must be at least 1, got {self.episodes}")
         if self.method not in METHODS:
             raise ConfigError(f"unknown evaluation method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.finetune_steps < 1 or not self.finetune_lr > 0:
+        if self.finetune_steps < 1 or not 0 < self.finetune_lr < math.inf:
             raise ConfigError("finetune steps must be ≥ 1 and finetune lr > 0")
 
 

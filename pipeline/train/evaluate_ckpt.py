@@ -12,7 +12,7 @@ from pipeline.data import ClassImages, InputSpec, load_data
 from pipeline.errors import CheckpointError, ConfigError, DataError
 from pipeline.models import ModelSpec, build_model
 from pipeline.models.task_batchnorm import TaskBatchNorm2d
-from pipeline.train.checkpoint import Checkpoint, load_checkpoint
+from pipeline.train.checkpoint import Checkpoint, load_checkpoint, load_weights
 from pipeline.train.common import StepCallback, no_progress, resolve_device
 from pipeline.train.evaluate import EvalConfig, EvalResult, evaluate_backbone
 from pipeline.train.evaluate_bundle import evaluate_bundle, is_bundle
@@ -42,7 +42,7 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
         cfg = dataclasses.replace(cfg, method=default_method(ckpt))
     if ckpt.meta.get("kind") == "meta-train":
         learner = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
-        learner.load_state_dict(ckpt.model)
+        load_weights(learner, ckpt.model, ckpt.path)
         learner.to(device)
         steps = steps or int(ckpt.meta["inner_steps"])
         if learner.spec.head == "none":
@@ -55,7 +55,7 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
         if cfg.method == "adapt":
             raise ConfigError("--method adapt needs a meta-trained checkpoint; use prototype or finetune")
         model = build_model(ModelSpec.from_dict(ckpt.meta["model"]))
-        model.load_state_dict(ckpt.model)
+        load_weights(model, ckpt.model, ckpt.path)
         body = model.backbone.to(device)
     data, which = held_out_classes(data_spec, ckpt.meta)
     if cfg.method == "adapt":

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
 from pipeline.config import config_to_dict
-from pipeline.data import InputSpec, Splits, load_data, make_splits
+from pipeline.data import EpisodeSampler, InputSpec, Splits, load_data, make_splits
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.models import ModelSpec
 from pipeline.train.checkpoint import Checkpoint, load_checkpoint
@@ -54,6 +54,7 @@ def prepare(cfg: MetaTrainConfig, device: torch.device) -> Setup:
     torch.manual_seed(cfg.seed)
     learner = MetaLearner(spec, body).to(device)
     tasks = ImageTasks(train.to(device), cfg.ways, cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed)
+    EpisodeSampler(val, cfg.ways, cfg.shots, cfg.queries)  # a too-small validation split fails now, not later
     val_cfg = EvalConfig(cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=cfg.seed)
 
     def validate() -> tuple[float, float]:

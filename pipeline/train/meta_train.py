@@ -9,6 +9,7 @@ sampler RNG: exact resume) and `best` is kept.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
@@ -17,7 +18,14 @@ import torch
 from pipeline.algorithms import ALGORITHMS, Algorithm, Hyper, LearnerSpec, MetaLearner, get_algorithm
 from pipeline.config import config_to_dict
 from pipeline.errors import ConfigError
-from pipeline.train.checkpoint import Checkpoint, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from pipeline.train.checkpoint import (
+    Checkpoint,
+    flatten_optimizer,
+    load_checkpoint,
+    load_weights,
+    restore_optimizer,
+    save_checkpoint,
+)
 from pipeline.train.common import StepCallback, no_progress, resolve_device
 from pipeline.train.evaluate import EvalConfig
 from pipeline.train.meta_setup import Setup, prepare
@@ -69,8 +77,9 @@ class MetaTrainConfig:
             raise ConfigError(f"--algorithm {self.algorithm} needs --init PRETRAIN_CKPT (a `mtl pretrain` run)")
         if min(self.iterations, self.meta_batch, self.inner_steps, self.val_every, self.val_episodes) < 1:
             raise ConfigError("iterations, meta-batch, inner steps, val-every and val-episodes must all be ≥ 1")
-        if not (self.inner_lr > 0 and self.outer_lr > 0):
-            raise ConfigError(f"learning rates must be positive, got inner {self.inner_lr}, outer {self.outer_lr}")
+        if not (0 < self.inner_lr < math.inf and 0 < self.outer_lr < math.inf):
+            raise ConfigError(f"learning rates must be positive and finite, got inner {self.inner_lr}, "
+                              f"outer {self.outer_lr}")
         if not 0.0 <= self.beta <= 1.0:
             raise ConfigError(f"--beta must be in [0, 1], got {self.beta}")
         if self.meta_learner not in ("maml", "reptile"):
@@ -103,6 +112,7 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     device = resolve_device(cfg.device)
     run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
     setup = prepare(cfg, device)
+    run.create()  # data and model are fine: only now does the run directory appear
     run.write_splits(setup.meta["splits"])
     alg = get_algorithm(cfg.algorithm)
     hp = cfg.hyper(device)
@@ -144,7 +154,8 @@ def _maybe_resume(run: RunDir, cfg: MetaTrainConfig, setup: Setup,
     if not cfg.resume:
         return 0, float("-inf")
     ckpt = load_checkpoint(run.last)
-    setup.learner.load_state_dict(ckpt.model)
+    run.check_checkpoint(ckpt.meta)
+    load_weights(setup.learner, ckpt.model, ckpt.path)
     for i, opt in enumerate(optimizers):
         prefix = f"{i}/"
         restore_optimizer(opt, {k[len(prefix):]: v for k, v in ckpt.optim.items() if k.startswith(prefix)},

@@ -8,6 +8,7 @@ accuracy (prototypes on the validation classes) after every epoch; the best epoc
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,11 +16,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import config_to_dict
-from pipeline.data import ClassImages, Splits, load_data, make_splits
+from pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
 from pipeline.errors import ConfigError
 from pipeline.models import FewShotModel, ModelSpec, build_model
 from pipeline.train.augment import random_affine
-from pipeline.train.checkpoint import Checkpoint, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from pipeline.train.checkpoint import (
+    Checkpoint,
+    flatten_optimizer,
+    load_checkpoint,
+    load_weights,
+    restore_optimizer,
+    save_checkpoint,
+)
 from pipeline.train.common import StepCallback, autocast, cosine_lr, no_progress, normalize, resolve_device
 from pipeline.train.evaluate import EvalConfig, evaluate_backbone
 from pipeline.train.run_dir import RunDir
@@ -55,7 +63,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch size must be ≥ 1, got {self.epochs} and {self.batch_size}")
-        if not (self.lr > 0 and 0 <= self.momentum < 1 and self.weight_decay >= 0):
+        if not (0 < self.lr < math.inf and 0 <= self.momentum < 1 and 0 <= self.weight_decay < math.inf):
             raise ConfigError(f"need lr > 0, 0 ≤ momentum < 1, weight decay ≥ 0; got {self.lr}, "
                               f"{self.momentum}, {self.weight_decay}")
         if len(self.split) != 3 or min(self.split) <= 0:
@@ -77,8 +85,9 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
     run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
     data = load_data(cfg.data, image_size=cfg.image_size, download=cfg.download)
     splits = make_splits(data, fractions=cfg.split, seed=cfg.split_seed)
-    run.write_splits(splits.to_dict())
     train, val = _split_data(data, splits, cfg)
+    run.create()  # the data is fine: only now does the run directory appear
+    run.write_splits(splits.to_dict())
     spec = ModelSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
                      head=cfg.head, n_classes=train.num_classes)
     torch.manual_seed(cfg.seed)
@@ -112,6 +121,7 @@ def _split_data(data: ClassImages, splits: Splits, cfg: PretrainConfig) -> tuple
     if val.num_classes < cfg.val_ways:
         raise ConfigError(f"the validation split has {val.num_classes} classes, fewer than "
                           f"--val-ways {cfg.val_ways}")
+    EpisodeSampler(val, cfg.val_ways, cfg.val_shots, cfg.val_queries)  # fail now, not after an epoch
     return (train.with_rotations() if cfg.rotations else train), val
 
 
@@ -121,7 +131,8 @@ def _maybe_resume(run: RunDir, cfg: PretrainConfig, model: FewShotModel,
     if not cfg.resume:
         return 0, float("-inf")
     ckpt = load_checkpoint(run.last)
-    model.load_state_dict(ckpt.model)
+    run.check_checkpoint(ckpt.meta)
+    load_weights(model, ckpt.model, ckpt.path)
     restore_optimizer(optimizer, ckpt.optim, ckpt.meta["optimizer"])
     run.truncate_metrics(ckpt.meta["epoch"])
     return int(ckpt.meta["epoch"]), float(ckpt.meta["best_val"])

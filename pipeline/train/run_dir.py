@@ -15,16 +15,28 @@ from typing import Any
 
 from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from pipeline.errors import ConfigError
+from pipeline.train.checkpoint import load_checkpoint
 
 # Options that may change between a run and its resume without changing the computation's result.
 RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download"})
 
 
+def changed_options(saved: dict[str, Any], config: dict[str, Any]) -> str:
+    """The options (outside `RESUME_FREE_KEYS`) whose values differ, as "key: old → new, ..."; "" if none."""
+    changed = sorted(k for k in set(saved) | set(config)
+                     if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k))
+    return ", ".join(f"{k}: {saved.get(k)!r} → {config.get(k)!r}" for k in changed[:4])
+
+
 class RunDir:
-    """A run directory opened for a new run or for `--resume` (which must use the same options)."""
+    """A run directory checked for a new run or for `--resume` (which must use the same options).
+
+    Opening only checks; nothing is written until `create`, which a command calls once its data and
+    model are ready, so a mistake found while loading them leaves no half-made run behind.
+    """
 
     def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
-        self.path = Path(path)
+        self.path, self.config = Path(path), config
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} exists and is not a directory")
         if resume:
@@ -32,8 +44,14 @@ class RunDir:
         elif self.last.exists() or self.config_path.exists():
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
                               "another --out")
+
+    def create(self) -> None:
+        """Make the directory and write the resolved configuration into it. Temporaries that a killed
+        writer left (`.NAME.*.tmp`, never read) are removed: one run writes a run directory at a time."""
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.config_path, config)
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        atomic_write_json(self.config_path, self.config)
 
     config_path = property(lambda self: self.path / "config.json")
     last = property(lambda self: self.path / "last.safetensors")
@@ -43,12 +61,20 @@ class RunDir:
     def _check_resume(self, config: dict[str, Any]) -> None:
         if not self.last.exists():
             raise ConfigError(f"--resume: {self.path} holds no last.safetensors to resume from")
-        saved = json.loads(self.config_path.read_text()) if self.config_path.exists() else {}
-        changed = sorted(k for k in set(saved) | set(config)
-                         if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k))
-        if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} → {config.get(k)!r}" for k in changed[:4])
+        try:
+            saved = json.loads(self.config_path.read_text()) if self.config_path.exists() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--resume: {self.config_path} is unreadable: {exc}") from None
+        details = changed_options(saved if isinstance(saved, dict) else {}, config)
+        if details:
             raise ConfigError(f"--resume: {self.path} was made with other options ({details})")
+        self.check_checkpoint(load_checkpoint(self.last).meta)
+
+    def check_checkpoint(self, meta: dict[str, Any]) -> None:
+        """The resumed checkpoint must come from the same options too (not a file copied from another run)."""
+        details = changed_options(meta.get("config") or {}, self.config)
+        if details:
+            raise ConfigError(f"--resume: {self.last} was made with other options ({details})")
 
     def write_splits(self, splits: dict[str, list[str]]) -> None:
         atomic_write_json(self.path / "splits.json", splits)
