@@ -1,0 +1,277 @@
+"""Few-shot accuracy of every method over a way × shot grid, measured THROUGH THE DEVICE RUNTIME.
+
+Eshratifar et al. (AAAI 2019, Table 1) found meta-learning ahead at few ways and shots, transfer
+learning ahead at many, and joint meta-transfer ahead of both. This benchmark builds that table for
+mtl's own methods on one data source:
+
+- transfer: `mtl pretrain`, exported, the head initialised from prototypes and fine-tuned on device;
+- protonet, maml, reptile, mtl (Sun et al., on the transfer run's extractor), joint-maml and
+  joint-reptile (Eshratifar et al.): `mtl meta-train`, same data, backbone and budget for each;
+- every model is exported (`--adapt head`: the device adapts the head) and every cell evaluated by
+  `mtl evaluate BUNDLE` — onnxruntime, not PyTorch — on the test classes of the one shared split,
+  with the same seeded episodes for every method (mean ± 95% CI).
+
+Writes OUT/runs/* (trained once: an existing run or bundle is reused), OUT/grid.json, OUT/grid.md
+(best method per cell in bold, * within the CI of the best) and OUT/grid.png (heat map, best boxed),
+then prints the JSON.
+
+Run (GPU): .venv/bin/python benchmarks/accuracy_grid.py --data omniglot:../shared/data/omniglot --json
+      CPU smoke: --quick (synthetic data, three methods, 5-way × 1/5-shot, tiny budgets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
+    sys.path.insert(0, str(REPO))
+
+METHODS = ("transfer", "protonet", "maml", "reptile", "mtl", "joint-maml", "joint-reptile")
+META_OPTIONS: dict[str, dict[str, Any]] = {  # per-method options of `mtl meta-train` (recipes from the README)
+    "protonet": {"algorithm": "protonet"},
+    "maml": {"algorithm": "maml"},
+    "reptile": {"algorithm": "reptile", "outer_lr": 0.5, "head_init": "proto"},
+    "mtl": {"algorithm": "mtl", "inner_lr": 0.1},
+    "joint-maml": {"algorithm": "joint", "meta_learner": "maml"},
+    "joint-reptile": {"algorithm": "joint", "meta_learner": "reptile", "head_init": "proto", "outer_lr": 0.5},
+}
+DRAWINGS = 20  # Omniglot: 20 drawings per character, so 15 shots leave 5 queries
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The one training budget every method gets."""
+
+    backbone: str = "conv4"
+    pretrain_epochs: int = 20
+    iterations: int = 2000
+    meta_batch: int = 16
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    inner_steps: int = 5
+    inner_lr: float = 0.4
+    rotations: bool = True
+    device: str = "auto"
+    val_every: int = 200
+    val_episodes: int = 100
+
+
+def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
+    """Train `method` into runs/<method> unless it is already there; returns the run directory."""
+    from pipeline.train.meta_train import MetaTrainConfig, meta_train
+    from pipeline.train.pretrain import PretrainConfig, pretrain
+
+    out = runs / method
+    if (out / "best.safetensors").is_file():
+        return out
+    if method == "transfer":
+        pretrain(PretrainConfig(data=data, out=str(out), backbone=budget.backbone, epochs=budget.pretrain_epochs,
+                                rotations=budget.rotations, device=budget.device, val_episodes=budget.val_episodes))
+        return out
+    options = {"inner_lr": budget.inner_lr, **META_OPTIONS[method]}
+    if method == "mtl":
+        options["init"] = str(train("transfer", data, budget, runs))
+    meta_train(MetaTrainConfig(data=data, out=str(out), backbone=budget.backbone, ways=budget.ways,
+                               shots=budget.shots, queries=budget.queries, meta_batch=budget.meta_batch,
+                               inner_steps=budget.inner_steps, iterations=budget.iterations,
+                               rotations=budget.rotations, device=budget.device,
+                               val_every=min(budget.val_every, budget.iterations), val_episodes=budget.val_episodes,
+                               **options))
+    return out
+
+
+def export(run: Path, bundles: Path) -> Path:
+    """The run's bundle (the head adapts on device; an extractor adapted in training ships frozen)."""
+    from exporters.bundle_export import export_bundle
+
+    path = bundles / f"{run.name}.mtlb"
+    if not path.is_file():
+        export_bundle(run, path, single_file=True, adapt="head")
+    return path
+
+
+def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: int, seed: int) -> dict[str, Any]:
+    """One grid cell through the device runtime: accuracy ± 95% CI over the seeded episodes."""
+    from pipeline.train.evaluate import EvalConfig
+    from pipeline.train.evaluate_bundle import evaluate_bundle
+
+    start = time.perf_counter()
+    result, _, which = evaluate_bundle(bundle, None, EvalConfig(ways, shots, queries, episodes, seed=seed))
+    return {"accuracy": result.accuracy, "ci95": result.ci95, "episodes": episodes, "queries": queries,
+            "classes": which, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def test_class_count(bundle: Path) -> int:
+    from device_runtime import Bundle
+
+    return len(Bundle.load(bundle).manifest["producer"].get("test_classes", []))
+
+
+def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], ways: tuple[int, ...],
+             shots: tuple[int, ...], episodes: int, seed: int) -> dict[str, Any]:
+    """Train, export and evaluate every method on every cell; the report as a dict."""
+    runs, bundles = out / "runs", out / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"benchmark": "accuracy_grid", "data": data, "budget": dataclasses.asdict(budget),
+                              "episodes": episodes, "seed": seed, "methods": {}, "training_seconds": {}}
+    for method in methods:
+        start = time.perf_counter()
+        bundle = export(train(method, data, budget, runs), bundles)
+        report["training_seconds"][method] = round(time.perf_counter() - start, 1)
+        n_test = test_class_count(bundle)
+        cells = {}
+        for n in ways:
+            for k in shots:
+                queries = min(15, DRAWINGS - k)
+                key = f"{n}-way {k}-shot"
+                if n_test and n > n_test:
+                    cells[key] = {"skipped": f"{n} ways > {n_test} test classes"}
+                    continue
+                log(f"{method}: {key}")
+                cells[key] = evaluate_cell(bundle, n, k, queries, episodes, seed)
+        report["methods"][method] = cells
+    report["best"] = best_per_cell(report["methods"])
+    return report
+
+
+def best_per_cell(methods: dict[str, dict[str, dict]]) -> dict[str, dict[str, Any]]:
+    """Per cell: the best method and every method whose CI reaches the best mean (statistically tied)."""
+    best: dict[str, dict[str, Any]] = {}
+    cells = {cell for results in methods.values() for cell in results}
+    for cell in sorted(cells, key=cell_order):
+        scored = {m: r[cell] for m, r in methods.items() if "accuracy" in r.get(cell, {})}
+        if not scored:
+            continue
+        top = max(scored, key=lambda m: scored[m]["accuracy"])
+        floor = scored[top]["accuracy"] - scored[top]["ci95"]
+        tied = [m for m, r in scored.items() if m != top and r["accuracy"] + r["ci95"] >= floor]
+        best[cell] = {"best": top, "within_ci": tied}
+    return best
+
+
+def cell_order(cell: str) -> tuple[int, int]:
+    ways, shots = cell.split("-way ")
+    return int(ways), int(shots.removesuffix("-shot"))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Rows: cells; columns: methods; best in bold, * within the CI of the best."""
+    methods = list(report["methods"])
+    lines = [f"Accuracy (%) through the device runtime on `{report['data']}` test classes, "
+             f"{report['episodes']} episodes per cell (seed {report['seed']}); **best**, * within its 95% CI.", "",
+             "| cell | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+    for cell, best in report["best"].items():
+        row = []
+        for method in methods:
+            r = report["methods"][method].get(cell, {})
+            if "accuracy" not in r:
+                row.append("n/a")
+                continue
+            text = f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
+            row.append(f"**{text}**" if method == best["best"] else text + (" *" if method in best["within_ci"]
+                                                                               else ""))
+        lines.append(f"| {cell} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def heat_map(report: dict[str, Any], path: Path) -> None:
+    """Methods × cells, colour = accuracy, the best of each cell boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    methods, cells = list(report["methods"]), list(report["best"])
+    values = [[100 * report["methods"][m].get(c, {}).get("accuracy", math.nan) for c in cells] for m in methods]
+    fig, ax = plt.subplots(figsize=(1.2 * len(cells) + 2.5, 0.5 * len(methods) + 1.8))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cells)), cells, rotation=45, ha="right")
+    ax.set_yticks(range(len(methods)), methods)
+    for j, cell in enumerate(cells):
+        for i in range(len(methods)):
+            if not math.isnan(values[i][j]):
+                ax.text(j, i, f"{values[i][j]:.1f}", ha="center", va="center", fontsize=8, color="white")
+        i = methods.index(report["best"][cell]["best"])
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    ax.set_title(f"device-runtime accuracy, {report['data']}")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> None:
+    from pipeline.atomic import atomic_write_text
+
+    atomic_write_text(out / "grid.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "grid.md", markdown(report))
+    heat_map(report, out / "grid.png")
+
+
+def log(message: str) -> None:
+    print(f"[accuracy_grid] {message}", file=sys.stderr, flush=True)
+
+
+def ints(text: str) -> tuple[int, ...]:
+    values = tuple(int(v) for v in text.split(","))
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="omniglot:../shared/data/omniglot", help="data spec (mtl's)")
+    parser.add_argument("--out", type=Path, default=Path("runs/accuracy-grid"), help="runs, bundles and reports")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--ways", type=ints, default=(5, 20, 35))
+    parser.add_argument("--shots", type=ints, default=(1, 5, 15))
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-epochs", type=int, default=Budget.pretrain_epochs)
+    parser.add_argument("--iterations", type=int, default=Budget.iterations)
+    parser.add_argument("--meta-batch", type=int, default=Budget.meta_batch)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="CPU smoke run: synthetic data, tiny budgets")
+    parser.add_argument("--json", action="store_true", help="print the JSON only (no markdown table)")
+    args = parser.parse_args(argv)
+    args.methods = tuple(m.strip() for m in args.methods.split(","))
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if args.episodes < 1:
+        parser.error(f"--episodes must be ≥ 1, got {args.episodes}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget = Budget(pretrain_epochs=args.pretrain_epochs, iterations=args.iterations, meta_batch=args.meta_batch,
+                    device=args.device)
+    data, ways, shots, episodes = args.data, args.ways, args.shots, args.episodes
+    if args.quick:
+        budget = dataclasses.replace(budget, pretrain_epochs=2, iterations=4, meta_batch=2, queries=5, inner_steps=2,
+                                     rotations=False, device="cpu", val_episodes=10)
+        data, ways, shots, episodes = "synthetic:60", (5,), (1, 5), 20
+    report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed)
+    write_outputs(report, args.out)
+    if not args.json:
+        print(markdown(report), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The accuracy grid runs end to end at CPU size (train → export → device-runtime evaluation → reports)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from accuracy_grid import best_per_cell, markdown  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("grid")
+    result = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(out),
+                             "--methods", "transfer,protonet,joint-maml"], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout), out
+
+
+def test_every_method_is_evaluated_through_the_device_runtime_on_every_cell(grid):
+    report, out = grid
+    assert list(report["methods"]) == ["transfer", "protonet", "joint-maml"]
+    for method, cells in report["methods"].items():
+        assert set(cells) == {"5-way 1-shot", "5-way 5-shot"}, method
+        for cell in cells.values():
+            assert 0.0 <= cell["accuracy"] <= 1.0 and cell["ci95"] >= 0 and cell["episodes"] == 20
+        assert (out / "bundles" / f"{method}.mtlb").is_file()
+    manifest_algorithms = {json.loads(__import__("zipfile").ZipFile(out / "bundles" / f"{m}.mtlb")
+                                      .read("manifest.json"))["producer"]["algorithm"] for m in report["methods"]}
+    assert manifest_algorithms == {"pretrain", "protonet", "joint"}
+
+
+def test_the_best_method_per_cell_is_the_highest_mean_and_the_reports_are_written(grid):
+    report, out = grid
+    for cell, best in report["best"].items():
+        scores = {m: r[cell]["accuracy"] for m, r in report["methods"].items()}
+        assert scores[best["best"]] == max(scores.values())
+    assert json.loads((out / "grid.json").read_text()) == report
+    assert "**" in (out / "grid.md").read_text()
+    with Image.open(out / "grid.png") as image:
+        assert image.size[0] > 100 and len(np.unique(np.asarray(image.convert("L")))) > 10  # drawn, not blank
+
+
+def test_ties_within_the_confidence_interval_are_marked():
+    methods = {"a": {"5-way 1-shot": {"accuracy": 0.90, "ci95": 0.01}},
+               "b": {"5-way 1-shot": {"accuracy": 0.885, "ci95": 0.01}},
+               "c": {"5-way 1-shot": {"accuracy": 0.70, "ci95": 0.01}, "35-way 1-shot": {"skipped": "too few"}}}
+    best = best_per_cell(methods)
+    assert best == {"5-way 1-shot": {"best": "a", "within_ci": ["b"]}}
+    table = markdown({"data": "d", "episodes": 1, "seed": 0, "methods": methods, "best": best})
+    assert "**90.00 ± 1.00**" in table and "88.50 ± 1.00 *" in table and "70.00 ± 1.00 |" in table
