@@ -17,7 +17,7 @@ from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, 
 from pipeline.errors import ConfigError
 
 # Options that may change between a run and its resume without changing the computation's result.
-RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download"})
+RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download", "nproc"})
 
 
 class RunDir:
@@ -25,13 +25,7 @@ class RunDir:
 
     def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out {self.path} exists and is not a directory")
-        if resume:
-            self._check_resume(config)
-        elif self.last.exists() or self.config_path.exists():
-            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
-                              "another --out")
+        self.check(config, resume=resume)
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, config)
 
@@ -39,6 +33,23 @@ class RunDir:
     last = property(lambda self: self.path / "last.safetensors")
     best = property(lambda self: self.path / "best.safetensors")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
+
+    def check(self, config: dict[str, Any], *, resume: bool) -> None:
+        """Raise `ConfigError` if a run with `config` cannot be started (or resumed) here; writes nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} exists and is not a directory")
+        if resume:
+            self._check_resume(config)
+        elif self.last.exists() or self.config_path.exists():
+            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
+                              "another --out")
+
+    @classmethod
+    def checked(cls, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
+        """`check` a run directory without opening (creating) it."""
+        run = cls.__new__(cls)
+        run.path = Path(path)
+        run.check(config, resume=resume)
 
     def _check_resume(self, config: dict[str, Any]) -> None:
         if not self.last.exists():
