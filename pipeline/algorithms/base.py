@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -108,6 +109,24 @@ def compiled_losses() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.T
     return torch.compile(_compiled_losses, dynamic=False)
 
 
+def _losses(learner: MetaLearner, p: Params, part: TaskBatch, hp: Hyper,
+            first_order: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`task_losses`, compiled under `hp.compile`. If compiling fails (a backend or an op it cannot handle),
+    this process warns once and stays eager: the same computation, only slower."""
+    if hp.compile and not _COMPILE_FAILED:
+        try:
+            return compiled_losses()(learner, part.support, part.support_labels, part.query, part.query_labels,
+                                     part.n_way, hp.inner_steps, first_order, hp.bf16)
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            _COMPILE_FAILED.append(exc)
+            warnings.warn(f"torch.compile of the meta-step failed ({type(exc).__name__}); continuing without it",
+                          RuntimeWarning, stacklevel=3)
+    return task_losses(learner, p, part, hp.inner_steps, first_order, hp.bf16)
+
+
+_COMPILE_FAILED: list[Exception] = []
+
+
 def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
                              first_order: bool | None = None) -> dict[str, float]:
     """Backpropagate the mean query loss over all tasks into `.grad` (chunked, same result).
@@ -121,12 +140,7 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
     worst = []
     for index in chunk_slices(len(batch), hp.chunk):
         part = batch.part(index)
-        if hp.compile:
-            loss, acc, outputs = compiled_losses()(learner, part.support, part.support_labels, part.query,
-                                                   part.query_labels, part.n_way, hp.inner_steps, first_order,
-                                                   hp.bf16)
-        else:
-            loss, acc, outputs = task_losses(learner, p, part, hp.inner_steps, first_order, hp.bf16)
+        loss, acc, outputs = _losses(learner, p, part, hp, first_order)
         (loss.sum() / len(batch)).backward()
         total_loss += loss.detach().sum()
         total_acc += acc.sum()
