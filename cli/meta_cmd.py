@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -98,8 +99,11 @@ def meta_train(
         first_order=first_order, compile=compile, chunk=chunk, beta=beta, meta_learner=enum_value(meta_learner),
         hard_tasks=hard_tasks, rotations=rotations, val_every=val_every, val_episodes=val_episodes, seed=seed,
         nproc=nproc, out=None if out is None else str(out), device=enum_value(device), resume=resume or None)
-    with progress_bars(not quiet) as on_step:
+    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone draws and reports
+    with progress_bars(not quiet and lead) as on_step:
         result = run(cfg, on_step)
+    if not lead:
+        return
     what = "validation MSE" if cfg.data == "sinusoid" else f"validation {cfg.ways}-way {cfg.shots}-shot accuracy"
     value = -result.best_val if cfg.data == "sinusoid" else 100 * result.best_val
     console.print(f"meta-trained {cfg.algorithm} for {result.iterations} iterations: best {what} "
