@@ -8,7 +8,8 @@ What is measured, per workload (backbone × input, N-way K-shot, inner steps, me
   back-propagated before the next task starts. It uses the learner's own model maths (the same body, the
   composite per-task BatchNorm, head initialisation and loss), so gradients are comparable.
 - ours, as `mtl meta-train` runs it (`gradient_update`: vmap over tasks, OOM-halving chunks, Adam):
-  `vmap` (float32; TF32 on CUDA), `vmap+compile` (`--compile`), `vmap+compile+bf16` (the CUDA default).
+  `vmap` (float32; TF32 on CUDA), `vmap+compile` (`--compile`), `vmap+compile+bf16` (the CUDA default),
+  and on CUDA `vmap+compile+bf16+cudagraphs` (torch.compile mode "reduce-overhead": a candidate, not a default).
 
 Every variant takes the same sampled meta-batches (`ImageTasks` over random uint8 images already on the
 device) and makes full outer steps (sample → meta-gradient → Adam). Reported: tasks per second over
@@ -140,7 +141,8 @@ def variants(device: torch.device, with_compile: bool) -> dict[str, Hyper | None
     if with_compile:
         out["vmap+compile"] = Hyper(compile=True)
     if device.type == "cuda":
-        out["vmap+compile+bf16"] = Hyper(compile=with_compile, bf16=True)
+        out["vmap+compile+bf16"] = Hyper(compile=with_compile, bf16=True)  # `mtl meta-train`'s CUDA default
+        out["vmap+compile+bf16+cudagraphs"] = Hyper(compile=with_compile, bf16=True, compile_mode="reduce-overhead")
     return out
 
 

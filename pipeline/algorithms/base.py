@@ -56,6 +56,7 @@ class Hyper:
     meta_learner: str = "maml"
     bf16: bool = False  # bf16 autocast of the task forward/backward passes (CUDA)
     compile: bool = False  # torch.compile the meta-batch forward (its backward is compiled with it)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs (static shapes)
 
 
 def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int,
@@ -104,9 +105,9 @@ def _compiled_losses(learner: MetaLearner, support: torch.Tensor, support_labels
 
 
 @functools.cache
-def compiled_losses() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The compiled meta-batch forward, built once per process (dynamo re-specialises per shape)."""
-    return torch.compile(_compiled_losses, dynamic=False)
+def compiled_losses(mode: str = "default") -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The compiled meta-batch forward, built once per process and mode (dynamo re-specialises per shape)."""
+    return torch.compile(_compiled_losses, dynamic=False, mode=mode)
 
 
 def _losses(learner: MetaLearner, p: Params, part: TaskBatch, hp: Hyper,
@@ -115,8 +116,9 @@ def _losses(learner: MetaLearner, p: Params, part: TaskBatch, hp: Hyper,
     this process warns once and stays eager: the same computation, only slower."""
     if hp.compile and not _COMPILE_FAILED:
         try:
-            return compiled_losses()(learner, part.support, part.support_labels, part.query, part.query_labels,
-                                     part.n_way, hp.inner_steps, first_order, hp.bf16)
+            return compiled_losses(hp.compile_mode)(learner, part.support, part.support_labels, part.query,
+                                                    part.query_labels, part.n_way, hp.inner_steps, first_order,
+                                                    hp.bf16)
         except torch._dynamo.exc.TorchDynamoException as exc:
             _COMPILE_FAILED.append(exc)
             warnings.warn(f"torch.compile of the meta-step failed ({type(exc).__name__}); continuing without it",

@@ -151,7 +151,7 @@ def test_a_meta_step_that_cannot_compile_warns_once_and_computes_the_same_gradie
     accumulate_meta_gradient(learner, batch, Hyper(inner_steps=2))
     eager = {n: t.grad.clone() for n, t in learner.named_parameters()}
 
-    def broken():
+    def broken(mode):
         def fail(*args, **kwargs):
             raise torch._dynamo.exc.Unsupported("no compiler here")
         return fail
