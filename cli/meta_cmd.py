@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +66,8 @@ def meta_train(
     iterations: Annotated[int | None, typer.Option(help="Outer steps.")] = None,
     first_order: Annotated[bool | None, typer.Option("--first-order/--second-order",
                                                      help="Drop second-order terms (FOMAML).")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the update.")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile",
+                                                 help="torch.compile the meta-step (default: on CUDA).")] = None,
     chunk: Annotated[int | None, typer.Option(help="Tasks per vmapped call (0 = whole meta-batch).")] = None,
     beta: Annotated[float | None, typer.Option(help="joint: θ = β·θ_meta + (1−β)·θ_transfer.")] = None,
     meta_learner: Annotated[MetaLearnerChoice | None, typer.Option(help="joint: the meta-learner.")] = None,
@@ -76,6 +78,8 @@ def meta_train(
     val_every: Annotated[int | None, typer.Option(help="Validate and checkpoint every N iterations.")] = None,
     val_episodes: Annotated[int | None, typer.Option(help="Validation episodes.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation and task sampling.")] = None,
+    nproc: Annotated[int | None, typer.Option(help="Processes on this machine (one GPU each on CUDA); each "
+                                                   "takes an equal share of every meta-batch.")] = None,
     out: OutOpt = None,
     device: DeviceOpt = None,
     config: ConfigOpt = None,
@@ -85,7 +89,7 @@ def meta_train(
     """Meta-train (MAML, FOMAML, Reptile, Meta-SGD, ANIL, ProtoNet, MTL, joint) on tasks batched with vmap."""
     from pipeline.config import resolve_config
     from pipeline.train.meta_train import MetaTrainConfig
-    from pipeline.train.meta_train import meta_train as run
+    from pipeline.train.meta_train import meta_train_job as run
 
     cfg = resolve_config(
         MetaTrainConfig, config, data=data, algorithm=enum_value(algorithm), init=None if init is None else str(init),
@@ -94,9 +98,12 @@ def meta_train(
         inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations,
         first_order=first_order, compile=compile, chunk=chunk, beta=beta, meta_learner=enum_value(meta_learner),
         hard_tasks=hard_tasks, rotations=rotations, val_every=val_every, val_episodes=val_episodes, seed=seed,
-        out=None if out is None else str(out), device=enum_value(device), resume=resume or None)
-    with progress_bars(not quiet) as on_step:
+        nproc=nproc, out=None if out is None else str(out), device=enum_value(device), resume=resume or None)
+    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone draws and reports
+    with progress_bars(not quiet and lead) as on_step:
         result = run(cfg, on_step)
+    if not lead:
+        return
     what = "validation MSE" if cfg.data == "sinusoid" else f"validation {cfg.ways}-way {cfg.shots}-shot accuracy"
     value = -result.best_val if cfg.data == "sinusoid" else 100 * result.best_val
     console.print(f"meta-trained {cfg.algorithm} for {result.iterations} iterations: best {what} "

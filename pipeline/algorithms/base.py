@@ -9,6 +9,8 @@ chunks whose gradients accumulate to exactly the unchunked result.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,6 +55,8 @@ class Hyper:
     beta: float = 0.5
     meta_learner: str = "maml"
     bf16: bool = False  # bf16 autocast of the task forward/backward passes (CUDA)
+    compile: bool = False  # torch.compile the meta-batch forward (its backward is compiled with it)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs (static shapes)
 
 
 def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int,
@@ -83,9 +87,54 @@ def chunk_slices(total: int, chunk: int) -> list[slice]:
     return [slice(i, min(total, i + size)) for i in range(0, total, size)]
 
 
+def task_losses(learner: MetaLearner, p: Params, part: TaskBatch, steps: int, first_order: bool,
+                bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-task query loss (B,), accuracy (B,) and outputs (B, Q, N) of a (part of a) meta-batch."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        outputs = batch_outputs(learner, p, part, steps, first_order)
+    loss, acc = query_metrics(learner, outputs, part.query_labels)
+    return loss, acc, outputs
+
+
+def _compiled_losses(learner: MetaLearner, support: torch.Tensor, support_labels: torch.Tensor,
+                     query: torch.Tensor, query_labels: torch.Tensor, n_way: int, steps: int, first_order: bool,
+                     bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`task_losses` with plain tensor arguments, the form torch.compile traces (and guards on) best."""
+    part = TaskBatch(support, support_labels, query, query_labels, query_labels[:, :1], n_way)
+    return task_losses(learner, learner.state_params(), part, steps, first_order, bf16)
+
+
+@functools.cache
+def compiled_losses(mode: str = "default") -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The compiled meta-batch forward, built once per process and mode (dynamo re-specialises per shape)."""
+    return torch.compile(_compiled_losses, dynamic=False, mode=mode)
+
+
+def _losses(learner: MetaLearner, p: Params, part: TaskBatch, hp: Hyper,
+            first_order: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`task_losses`, compiled under `hp.compile`. If compiling fails (a backend or an op it cannot handle),
+    this process warns once and stays eager: the same computation, only slower."""
+    if hp.compile and not _COMPILE_FAILED:
+        try:
+            return compiled_losses(hp.compile_mode)(learner, part.support, part.support_labels, part.query,
+                                                    part.query_labels, part.n_way, hp.inner_steps, first_order,
+                                                    hp.bf16)
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            _COMPILE_FAILED.append(exc)
+            warnings.warn(f"torch.compile of the meta-step failed ({type(exc).__name__}); continuing without it",
+                          RuntimeWarning, stacklevel=3)
+    return task_losses(learner, p, part, hp.inner_steps, first_order, hp.bf16)
+
+
+_COMPILE_FAILED: list[Exception] = []
+
+
 def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
                              first_order: bool | None = None) -> dict[str, float]:
-    """Backpropagate the mean query loss over all tasks into `.grad` (chunked, same result)."""
+    """Backpropagate the mean query loss over all tasks into `.grad` (chunked, same result).
+
+    No value leaves the device here (no `.item()`): metrics stay tensors so the GPU never waits.
+    """
     first_order = hp.first_order if first_order is None else first_order
     p = learner.state_params()
     total_loss = torch.zeros((), device=batch.support.device)
@@ -93,9 +142,7 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
     worst = []
     for index in chunk_slices(len(batch), hp.chunk):
         part = batch.part(index)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=hp.bf16):
-            outputs = batch_outputs(learner, p, part, hp.inner_steps, first_order)
-        loss, acc = query_metrics(learner, outputs, part.query_labels)
+        loss, acc, outputs = _losses(learner, p, part, hp, first_order)
         (loss.sum() / len(batch)).backward()
         total_loss += loss.detach().sum()
         total_acc += acc.sum()

@@ -95,9 +95,16 @@ class EpisodeSampler:
         rows = self.data.offsets[classes][..., None] + chosen
         return classes, rows[..., :k].reshape(b, n * k), rows[..., k:].reshape(b, n * self.q_query)
 
-    def sample(self, meta_batch: int | None = None, classes: torch.Tensor | None = None) -> Episodes:
-        """Draw a meta-batch of episodes with their images gathered on the data's device."""
+    def sample(self, meta_batch: int | None = None, classes: torch.Tensor | None = None,
+               tasks: slice | None = None) -> Episodes:
+        """Draw a meta-batch of episodes with their images gathered on the data's device.
+
+        `tasks` keeps only those episodes of the drawn meta-batch (a distributed rank's share): the
+        random draws, and so the sampler's next state, are those of the whole meta-batch.
+        """
         classes, support_index, query_index = self.sample_indices(meta_batch, classes)
+        if tasks is not None:
+            classes, support_index, query_index = classes[tasks], support_index[tasks], query_index[tasks]
         b, n = classes.shape
         ways = torch.arange(n, device=self.device)
         support_labels = ways.repeat_interleave(self.k_shot).expand(b, -1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,9 +35,15 @@ def resolve_device(name: str) -> torch.device:
 
 def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """uint8 (..., C, H, W) → float32 `(x / 255 - mean) / std` per channel."""
-    mean = torch.tensor(spec.mean, device=images.device).view(-1, 1, 1)
-    std = torch.tensor(spec.std, device=images.device).view(-1, 1, 1)
+    mean, std = _channel_stats(tuple(spec.mean), tuple(spec.std), images.device)
     return (images.float() / 255.0 - mean) / std
+
+
+@functools.cache
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, 1, 1) mean and std on `device`, made once: a host→GPU copy per batch would stall the GPU."""
+    return (torch.tensor(mean, device=device).view(-1, 1, 1), torch.tensor(std, device=device).view(-1, 1, 1))
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

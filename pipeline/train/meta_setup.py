@@ -33,9 +33,10 @@ class Setup:
     validate: Callable[[], tuple[float, float]]  # → (score, ci95); higher is better
 
 
-def prepare(cfg: MetaTrainConfig, device: torch.device) -> Setup:
+def prepare(cfg: MetaTrainConfig, device: torch.device, part: slice | None = None) -> Setup:
+    """`part`: the tasks of every meta-batch this process trains on (a distributed rank's share)."""
     if cfg.data == "sinusoid":
-        return _prepare_regression(cfg, device)
+        return _prepare_regression(cfg, device, part)
     init = _load_init(cfg)
     model = ModelSpec.from_dict(init.meta["model"]) if init else None
     image_size = InputSpec.from_dict(init.meta["input"]).size if init else cfg.image_size
@@ -53,7 +54,7 @@ def prepare(cfg: MetaTrainConfig, device: torch.device) -> Setup:
     body = {k[len("backbone."):]: v for k, v in init.model.items() if k.startswith("backbone.")} if init else None
     torch.manual_seed(cfg.seed)
     learner = MetaLearner(spec, body).to(device)
-    tasks = ImageTasks(train.to(device), cfg.ways, cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed)
+    tasks = ImageTasks(train.to(device), cfg.ways, cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, part)
     EpisodeSampler(val, cfg.ways, cfg.shots, cfg.queries)  # a too-small validation split fails now, not later
     val_cfg = EvalConfig(cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=cfg.seed)
 
@@ -80,7 +81,7 @@ def _load_init(cfg: MetaTrainConfig) -> Checkpoint | None:
     return init
 
 
-def _prepare_regression(cfg: MetaTrainConfig, device: torch.device) -> Setup:
+def _prepare_regression(cfg: MetaTrainConfig, device: torch.device, part: slice | None) -> Setup:
     """MAML §5.1: a 1→40→40→1 ReLU network adapted on K points of a sine wave, scored by MSE."""
     if cfg.algorithm not in REGRESSION_ALGORITHMS:
         raise ConfigError(f"--data sinusoid supports {', '.join(REGRESSION_ALGORITHMS)}, not {cfg.algorithm}")
@@ -88,7 +89,7 @@ def _prepare_regression(cfg: MetaTrainConfig, device: torch.device) -> Setup:
                        learn_lr=get_algorithm(cfg.algorithm).learn_lr, inner_lr=cfg.inner_lr)
     torch.manual_seed(cfg.seed)
     learner = MetaLearner(spec).to(device)
-    tasks = RegressionTasks(cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, device)
+    tasks = RegressionTasks(cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, device, part)
 
     val_cfg = EvalConfig(ways=2, shots=cfg.shots, queries=cfg.queries, episodes=cfg.val_episodes)
 

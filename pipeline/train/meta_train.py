@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from pipeline.train.checkpoint import (
     save_checkpoint,
 )
 from pipeline.train.common import StepCallback, no_progress, resolve_device
+from pipeline.train.distributed import FollowerRunDir, Ranks, check_gpus, launch
 from pipeline.train.evaluate import EvalConfig
 from pipeline.train.meta_setup import Setup, prepare
 from pipeline.train.run_dir import RunDir
@@ -53,7 +55,7 @@ class MetaTrainConfig:
     outer_lr: float = 1e-3
     iterations: int = 1000
     first_order: bool = False
-    compile: bool = False
+    compile: bool | None = None  # None: on CUDA (the fastest correct path there), off on CPU (compiling costs more)
     chunk: int = 0
     beta: float = 0.5
     meta_learner: str = "maml"
@@ -68,6 +70,7 @@ class MetaTrainConfig:
     device: str = "auto"
     resume: bool = False
     download: bool = False
+    nproc: int = 1  # processes on this machine, launched through torch.distributed (one GPU each on CUDA)
 
     def __post_init__(self) -> None:
         alg = get_algorithm(self.algorithm)
@@ -86,6 +89,11 @@ class MetaTrainConfig:
             raise ConfigError(f"--meta-learner must be maml or reptile, got {self.meta_learner!r}")
         if self.chunk < 0:
             raise ConfigError(f"--chunk must be ≥ 0 (0 = whole meta-batch), got {self.chunk}")
+        if self.nproc < 1:
+            raise ConfigError(f"--nproc must be ≥ 1, got {self.nproc}")
+        if self.meta_batch % self.nproc:
+            raise ConfigError(f"--meta-batch {self.meta_batch} does not split evenly over --nproc {self.nproc}; "
+                              f"choose a multiple of {self.nproc}")
         EvalConfig(self.ways, self.shots, self.queries, self.val_episodes)
 
     @property
@@ -94,9 +102,10 @@ class MetaTrainConfig:
         return alg.adapt if alg.adapt == "proto" or self.adapt is None else self.adapt
 
     def hyper(self, device: torch.device | None = None) -> Hyper:
+        cuda = device is not None and device.type == "cuda"
         return Hyper(inner_steps=self.inner_steps, first_order=self.first_order, chunk=self.chunk,
-                     beta=self.beta, meta_learner=self.meta_learner,
-                     bf16=device is not None and device.type == "cuda")
+                     beta=self.beta, meta_learner=self.meta_learner, bf16=cuda,
+                     compile=cuda if self.compile is None else self.compile)
 
 
 @dataclass(frozen=True)
@@ -108,17 +117,22 @@ class MetaTrainResult:
 
 
 def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> MetaTrainResult:
-    """Run (or resume) a meta-training job."""
-    device = resolve_device(cfg.device)
-    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
-    setup = prepare(cfg, device)
+    """Run (or resume) a meta-training job: in this process, or as one rank of a torch.distributed job
+    (torchrun's environment) that splits each meta-batch over the ranks (see `distributed`)."""
+    ranks = Ranks.from_env()
+    device = ranks.device(resolve_device(cfg.device))
+    owns_group = ranks.start(device)
+    fast_cuda_math(device)
+    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume) if ranks.lead else FollowerRunDir(cfg.out)
+    setup = prepare(cfg, device, ranks.tasks(cfg.meta_batch))
     run.create()  # data and model are fine: only now does the run directory appear
     run.write_splits(setup.meta["splits"])
     alg = get_algorithm(cfg.algorithm)
     hp = cfg.hyper(device)
     optimizers = alg.make_optimizers(setup.learner, cfg.outer_lr, hp)
     start, best = _maybe_resume(run, cfg, setup, optimizers)
-    update = torch.compile(alg.update) if cfg.compile else alg.update
+    ranks.average_gradients(optimizers)
+    update = alg.update  # with hp.compile, the meta-gradient's forward (and so its backward) is compiled inside
     record: dict = {}
     window = torch.zeros((), device=device)
     began = time.perf_counter()
@@ -127,10 +141,14 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
         if "chunk" in metrics and int(metrics["chunk"]) != hp.chunk:  # the meta-batch did not fit at once
             hp = dataclasses.replace(hp, chunk=int(metrics["chunk"]))
         if cfg.hard_tasks and "worst_classes" in metrics:
-            update(setup.learner, setup.tasks.hard(metrics["worst_classes"]), optimizers, hp)
+            update(setup.learner, setup.tasks.hard(ranks.gather(metrics["worst_classes"])), optimizers, hp)
         window += metrics["loss"].detach()
         on_step("iteration", it + 1, cfg.iterations, {})
         if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
+            ranks.all_reduce_mean([window])
+            if not ranks.lead:  # rank 0 alone validates, logs and checkpoints
+                window.zero_()
+                continue
             record = _validate(setup, cfg, it + 1, float(window) / cfg.val_every, device, began)
             improved = record["val_score"] > best
             best = max(best, record["val_score"])
@@ -139,7 +157,33 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
                                                  "metrics": record}, improved)
             on_step("validation", it + 1, cfg.iterations, record)
             window.zero_()
+    if owns_group:
+        ranks.stop()
     return MetaTrainResult(str(run.path), cfg.iterations, best, record)
+
+
+def fast_cuda_math(device: torch.device) -> None:
+    """TF32 for the float32 matmuls and convolutions left outside bf16 autocast (CUDA only)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # static episode shapes: pick the fastest kernels once
+
+
+def meta_train_process(cfg: MetaTrainConfig) -> MetaTrainResult:
+    """The entry point of each process `mtl meta-train --nproc G` launches (picklable, no progress drawing)."""
+    return meta_train(cfg)
+
+
+def meta_train_job(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> MetaTrainResult:
+    """`mtl meta-train`: this process, or with `nproc` > 1 (outside torchrun) that many processes launched
+    through torch.distributed's elastic launcher. A bad option fails here, once, before any process starts."""
+    if cfg.nproc == 1 or "RANK" in os.environ:  # under torchrun, torchrun made the processes
+        return meta_train(cfg, on_step)
+    if resolve_device(cfg.device).type == "cuda":
+        check_gpus(cfg.nproc)
+    RunDir.checked(cfg.out, config_to_dict(cfg), resume=cfg.resume)
+    return launch(meta_train_process, (cfg,), cfg.nproc)
 
 
 def _validate(setup: Setup, cfg: MetaTrainConfig, iteration: int, train_loss: float, device: torch.device,
@@ -179,4 +223,4 @@ def _save(run: RunDir, setup: Setup, alg: Algorithm, optimizers: list[torch.opti
     save_checkpoint(run.last, Checkpoint({**meta, "optimizers": infos}, state, optim_tensors, rng))
 
 
-__all__ = ["LearnerSpec", "MetaLearner", "MetaTrainConfig", "MetaTrainResult", "meta_train"]
+__all__ = ["LearnerSpec", "MetaLearner", "MetaTrainConfig", "MetaTrainResult", "meta_train", "meta_train_job"]

@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.train.checkpoint import load_checkpoint
 
 # Options that may change between a run and its resume without changing the computation's result.
-RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download"})
+RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download", "nproc"})
 
 
 def changed_options(saved: dict[str, Any], config: dict[str, Any]) -> str:
@@ -53,10 +53,25 @@ class RunDir:
             stale.unlink(missing_ok=True)
         atomic_write_json(self.config_path, self.config)
 
+    @classmethod
+    def checked(cls, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
+        """Check a run directory for a new run or a resume (opening one writes nothing until `create`)."""
+        cls(path, config, resume=resume)
+
     config_path = property(lambda self: self.path / "config.json")
     last = property(lambda self: self.path / "last.safetensors")
     best = property(lambda self: self.path / "best.safetensors")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
+
+    def check(self, config: dict[str, Any], *, resume: bool) -> None:
+        """Raise `ConfigError` if a run with `config` cannot be started (or resumed) here; writes nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} exists and is not a directory")
+        if resume:
+            self._check_resume(config)
+        elif self.last.exists() or self.config_path.exists():
+            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
+                              "another --out")
 
     def _check_resume(self, config: dict[str, Any]) -> None:
         if not self.last.exists():

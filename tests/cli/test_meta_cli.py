@@ -46,3 +46,24 @@ def test_meta_train_usage_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "sinusoid supports" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nothing"), "--method", "adapt"])
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--nproc", "0"], "--nproc must be ≥ 1"),
+    (["--nproc", "2", "--meta-batch", "3"], "does not split evenly"),
+    (["--nproc", "2", "--device", "cuda"], "no CUDA GPU"),
+])
+def test_bad_process_counts_are_one_line_usage_errors(extra, message, tmp_path):
+    result = runner.invoke(app, ["meta-train", "--out", str(tmp_path / "m"), *FAST, *extra])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_more_processes_than_gpus_is_refused_before_launching(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    result = runner.invoke(app, ["meta-train", "--out", str(tmp_path / "m"), *FAST, "--nproc", "2",
+                                 "--device", "cuda"])
+    assert result.exit_code == 2 and "need 2 CUDA GPUs, but this machine has 1" in result.output
+    assert not (tmp_path / "m").exists()

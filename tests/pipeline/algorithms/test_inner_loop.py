@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -139,3 +140,27 @@ def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_g
     assert int(metrics["chunk"]) == 1
     for name, grad in whole.items():
         assert torch.allclose(grad, learner.get_parameter(name).grad, atol=1e-10), name
+
+
+def test_a_meta_step_that_cannot_compile_warns_once_and_computes_the_same_gradient_eagerly(batch, monkeypatch):
+    import torch._dynamo
+
+    from pipeline.algorithms import base
+
+    learner = tiny_learner()
+    accumulate_meta_gradient(learner, batch, Hyper(inner_steps=2))
+    eager = {n: t.grad.clone() for n, t in learner.named_parameters()}
+
+    def broken(mode):
+        def fail(*args, **kwargs):
+            raise torch._dynamo.exc.Unsupported("no compiler here")
+        return fail
+
+    monkeypatch.setattr(base, "compiled_losses", broken)
+    monkeypatch.setattr(base, "_COMPILE_FAILED", [])
+    learner.zero_grad()
+    with pytest.warns(RuntimeWarning, match="torch.compile of the meta-step failed"):
+        accumulate_meta_gradient(learner, batch, Hyper(inner_steps=2, compile=True))
+    for name, grad in eager.items():
+        assert torch.allclose(grad, learner.get_parameter(name).grad, atol=1e-12), name
+    assert len(base._COMPILE_FAILED) == 1
