@@ -131,7 +131,7 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
         window += metrics["loss"].detach()
         on_step("iteration", it + 1, cfg.iterations, {})
         if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
-            record = _validate(setup, cfg, it + 1, float(window) / cfg.val_every, device, began)
+            record = _validate(setup, it + 1, float(window) / cfg.val_every, optimizers, began)
             improved = record["val_score"] > best
             best = max(best, record["val_score"])
             run.log(record)
@@ -142,11 +142,14 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     return MetaTrainResult(str(run.path), cfg.iterations, best, record)
 
 
-def _validate(setup: Setup, cfg: MetaTrainConfig, iteration: int, train_loss: float, device: torch.device,
+def _validate(setup: Setup, iteration: int, train_loss: float, optimizers: list[torch.optim.Optimizer],
               began: float) -> dict:
+    """The metrics row of one validation; `lr` is the outer (meta) learning rate now in force, so a report
+    can draw it even if a schedule is added later."""
     score, ci95 = setup.validate()
     return {"epoch": iteration, "iteration": iteration, "train_loss": train_loss, "val_score": score,
-            "val_ci95": ci95, "seconds": round(time.perf_counter() - began, 3)}
+            "val_ci95": ci95, "lr": float(optimizers[0].param_groups[0]["lr"]),
+            "seconds": round(time.perf_counter() - began, 3)}
 
 
 def _maybe_resume(run: RunDir, cfg: MetaTrainConfig, setup: Setup,
