@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, train_cmd
+from cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, report_cmd, train_cmd
 from cli.errors import fail
 
 try:  # Typer ≥ 0.20 vendors Click
@@ -25,6 +25,7 @@ app.command("adapt")(device_cmd.adapt)
 app.command("predict")(device_cmd.predict)
 app.add_typer(device_cmd.bundle_app, name="bundle")
 app.command("export")(export_cmd.export)
+app.command("report")(report_cmd.report)
 
 
 def _version(value: bool) -> None:

@@ -59,22 +59,32 @@ def predict(
     adapted: Annotated[Path, typer.Argument(help="An adapted state directory (mtl adapt --out).")],
     images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list on stdout.")] = False,
+    show: Annotated[Path | None, typer.Option("--show", help="Also draw a contact sheet (PNG) of the images with "
+                                              "their predicted label and confidence (Pillow only).")] = None,
     threads: ThreadsOpt = 1,
 ) -> None:
     """Classify images with an adapted state: the label and its probability per image."""
     from device_runtime import Adapter
+    from device_runtime.atomic import check_png_target
+    from device_runtime.contact_sheet import save_contact_sheet
 
+    if show is not None:
+        check_png_target(show, "--show")
     adapter = Adapter.load(adapted, intra_op_num_threads=threads)
     labels, probs = adapter.predict(images)
     classes = adapter.result.classes
     records = [{"image": str(path), "label": label, "probability": float(row.max()),
                 "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)}}
                for path, label, row in zip(images, labels, probs, strict=True)]
+    if show is not None:
+        save_contact_sheet(show, images, labels, [r["probability"] for r in records])
     if as_json:
         typer.echo(json.dumps(records))
         return
     for record in records:
         console.print(f"{record['image']}: {record['label']} ({100 * record['probability']:.1f}%)", highlight=False)
+    if show is not None:
+        console.print(f"contact sheet: {show}", highlight=False, soft_wrap=True)
 
 
 @handle_errors

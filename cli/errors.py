@@ -38,7 +38,7 @@ def handle_errors(command: F) -> F:
         except KeyboardInterrupt:
             raise fail(_interrupted(kwargs), 130) from None
         except ModuleNotFoundError as exc:
-            if exc.name in {"torch", "torchvision", "safetensors", "onnx", "onnxscript"}:
+            if exc.name in {"torch", "torchvision", "safetensors", "onnx", "onnxscript", "matplotlib"}:
                 raise fail(f"this command needs the training extra ({exc.name} is not installed): "
                            "pip install 'mtl[train]'") from None
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,10 @@ from rich.console import Console
 from cli.errors import handle_errors
 from cli.options import DataOpt, DeviceOpt, QuietOpt, enum_value
 from cli.progress import progress_bars
+
+if TYPE_CHECKING:
+    from pipeline.train.evaluate import EvalConfig
+    from pipeline.train.evaluate_ckpt import CheckpointEvaluation, StepCurve
 
 console = Console()
 
@@ -37,7 +41,10 @@ def evaluate(
              "nearest class mean; finetune: train a fresh head on the support set; adapt: the model's "
              "own inner loop.")] = MethodChoice.auto,
     steps: Annotated[int | None, typer.Option(help="Inner-loop steps for --method adapt (default: as "
-                                              "trained).")] = None,
+                                              "trained); with --plot, the last step count drawn.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw accuracy vs adaptation steps (0 … --steps) "
+                                              "with its 95% CI band into this PNG, on the same episodes (a "
+                                              "meta-trained checkpoint or a bundle; needs matplotlib).")] = None,
     seed: Annotated[int, typer.Option(help="Episode seed: the same seed gives the same episodes.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     device: DeviceOpt = None,
@@ -46,17 +53,43 @@ def evaluate(
     """Few-shot accuracy (mean ± 95% CI over episodes) on classes the model never trained on."""
     from pipeline.errors import ConfigError
     from pipeline.train.evaluate import EvalConfig
-    from pipeline.train.evaluate_ckpt import evaluate_checkpoint
 
     if steps is not None and steps < 0:
         raise ConfigError(f"--steps must be ≥ 0, got {steps}")
     cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed)
     with progress_bars(not (quiet or as_json)) as on_step:
-        ev = evaluate_checkpoint(str(checkpoint), data, cfg, enum_value(device) or "auto", on_step, steps)
+        ev, curve = _run(checkpoint, data, cfg, enum_value(device) or "auto", on_step, steps, plot)
     if as_json:
+        extra = {} if curve is None else {"plot": str(plot), "curve": [
+            {"steps": k, "accuracy": x.accuracy, "ci95": x.ci95} for k, x in enumerate(curve.results)]}
         typer.echo(json.dumps({**ev.result.to_dict(), "data": ev.data, "classes": ev.classes,
-                               "checkpoint": ev.checkpoint}))
+                               "checkpoint": ev.checkpoint, **extra}))
         return
+    _print(ev)
+    if curve is not None:
+        first, last = curve.results[0].accuracy, curve.results[-1].accuracy
+        console.print(f"plot: {plot} (accuracy {100 * first:.2f}% at 0 steps → {100 * last:.2f}% at "
+                      f"{len(curve.results) - 1})", highlight=False, soft_wrap=True)
+
+
+def _run(checkpoint: Path, data: str | None, cfg: EvalConfig, device: str, on_step: Any, steps: int | None,
+         plot: Path | None) -> tuple[CheckpointEvaluation, StepCurve | None]:
+    """The evaluation, or with --plot the accuracy-vs-steps curve whose last point is that evaluation."""
+    from pipeline.train.evaluate_ckpt import CheckpointEvaluation, evaluate_checkpoint, step_curve
+
+    if plot is None:
+        return evaluate_checkpoint(str(checkpoint), data, cfg, device, on_step, steps), None
+    from device_runtime.atomic import check_png_target
+    from pipeline.report.plots import require_matplotlib, save_step_plot
+
+    check_png_target(plot, "--plot")
+    require_matplotlib()
+    curve = step_curve(str(checkpoint), data, cfg, device, on_step, steps)
+    save_step_plot(curve, plot)
+    return CheckpointEvaluation(curve.results[-1], curve.data, curve.classes, curve.checkpoint), curve
+
+
+def _print(ev: CheckpointEvaluation) -> None:
     r = ev.result
     if r.metric == "mse":
         console.print(f"{r.shots}-shot sine regression: MSE {r.accuracy:.4f} ± {r.ci95:.4f} (95% CI, "

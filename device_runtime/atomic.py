@@ -41,6 +41,20 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def check_png_target(path: str | Path, option: str) -> Path:
+    """Refuse, before any work is done, a figure path that cannot become a PNG file (wrong suffix, a
+    directory, or under a file), so a long evaluation never ends in a traceback at the last write."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"{option} {path}: the figure is written as PNG; give a file name ending in .png")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a directory; give a file name ending in .png")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"{option} {path}: {blocker} is a file, not a directory")
+    return path
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a JSON-lines file; a missing file has none."""
     path = Path(path)

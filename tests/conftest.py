@@ -12,3 +12,15 @@ def pretrained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain") / "run"
     result = pretrain(PretrainConfig(out=str(out), **SMALL))
     return out, result
+
+
+@pytest.fixture(scope="session")
+def tiny_mtl_run(tmp_path_factory, pretrained_run):
+    """A tiny first-order MTL meta-training run on top of `pretrained_run` (3 inner steps, 2 validations)."""
+    from pipeline.train.meta_train import MetaTrainConfig, meta_train
+
+    out = tmp_path_factory.mktemp("mtl") / "mtl-run"
+    meta_train(MetaTrainConfig(out=str(out), algorithm="mtl", init=str(pretrained_run[0]), data="synthetic:60",
+                               ways=5, shots=1, queries=5, meta_batch=2, inner_steps=3, iterations=2, val_every=1,
+                               val_episodes=4, first_order=True, device="cpu"))
+    return out

@@ -8,7 +8,7 @@ for second-order MAML unless `first_order` drops the second-order term.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch.func import grad_and_value
@@ -41,3 +41,14 @@ def inner_adapt(params: Params, inputs: torch.Tensor, labels: torch.Tensor, step
     for _ in range(steps):
         params, _ = inner_step(params, inputs, labels, lr, loss_fn=loss_fn, first_order=first_order)
     return params
+
+
+def inner_trajectory(params: Params, inputs: torch.Tensor, labels: torch.Tensor, steps: int, lr: StepSize, *,
+                     loss_fn: LossFn, first_order: bool = False) -> Iterator[Params]:
+    """The parameters after 0, 1, …, `steps` inner steps (the same `inner_step`s as `inner_adapt`), lazily:
+    `mtl evaluate --plot` scores every step count in one pass. A separate loop, so that the training path
+    stays a plain loop that vmap and torch.compile see without a generator."""
+    yield params
+    for _ in range(steps):
+        params, _ = inner_step(params, inputs, labels, lr, loss_fn=loss_fn, first_order=first_order)
+        yield params

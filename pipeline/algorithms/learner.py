@@ -14,6 +14,7 @@ With `scale_shift` the body is frozen in eval mode and modulated per channel (Su
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from pipeline.algorithms.inner import Params, StepSize, inner_adapt
+from pipeline.algorithms.inner import LossFn, Params, StepSize, inner_adapt, inner_trajectory
 from pipeline.errors import ConfigError
 from pipeline.models import build_backbone
 from pipeline.models.task_batchnorm import use_task_batchnorm
@@ -185,15 +186,27 @@ class MetaLearner(nn.Module):
     def adapt(self, p: Params, support: torch.Tensor, labels: torch.Tensor, n_way: int, steps: int, *,
               first_order: bool = False) -> Params:
         """The adapted "fast" parameters for one task, through the shared `inner_adapt`."""
-        lr = self.step_sizes(p)
+        fast, inputs, loss_fn = self._inner_problem(p, support, labels, n_way)
+        return inner_adapt(fast, inputs, labels, steps, self.step_sizes(p), loss_fn=loss_fn, first_order=first_order)
+
+    def adapt_trajectory(self, p: Params, support: torch.Tensor, labels: torch.Tensor, n_way: int, steps: int, *,
+                         first_order: bool = False) -> Iterator[Params]:
+        """The fast parameters after 0 (the initialisation), 1, …, `steps` inner steps of `adapt`."""
+        fast, inputs, loss_fn = self._inner_problem(p, support, labels, n_way)
+        return inner_trajectory(fast, inputs, labels, steps, self.step_sizes(p), loss_fn=loss_fn,
+                                first_order=first_order)
+
+    def _inner_problem(self, p: Params, support: torch.Tensor, labels: torch.Tensor,
+                       n_way: int) -> tuple[Params, torch.Tensor, LossFn]:
+        """What the inner loop starts from, what it sees and what it minimises: the head on support features
+        (adapt="head"), or the body and head on support images (adapt="all")."""
         if self.spec.adapt == "head" and self.spec.head != "none":
             feats = self.features(p, support)
-            fast = self.init_head(p, feats, labels, n_way)
 
             def head_loss(fast: Params, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 return self.task_loss(self.head_logits(p, fast, f), y)
 
-            return inner_adapt(fast, feats, labels, steps, lr, loss_fn=head_loss, first_order=first_order)
+            return self.init_head(p, feats, labels, n_way), feats, head_loss
         fast = {n: p[n] for n in self.adaptable_body()}
         if self.spec.head != "none":
             fast.update(self.init_head(p, self.features(p, support), labels, n_way))
@@ -201,7 +214,7 @@ class MetaLearner(nn.Module):
         def full_loss(fast: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.task_loss(self.full_logits(p, fast, x), y)
 
-        return inner_adapt(fast, support, labels, steps, lr, loss_fn=full_loss, first_order=first_order)
+        return fast, support, full_loss
 
     def predict(self, p: Params, fast: Params, query: torch.Tensor) -> torch.Tensor:
         if self.spec.adapt == "head" and self.spec.head != "none":
@@ -215,6 +228,17 @@ class MetaLearner(nn.Module):
             return prototype_logits(self.features(p, support), labels, self.features(p, query), n_way)
         fast = self.adapt(p, support, labels, n_way, steps, first_order=first_order)
         return self.predict(p, fast, query)
+
+    def task_outputs_per_step(self, p: Params, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
+                              n_way: int, steps: int) -> torch.Tensor:
+        """Query outputs after 0, 1, …, `steps` first-order inner steps of one task → (S+1, Q, N): the
+        accuracy-vs-steps curve of `mtl evaluate --plot` in one pass (query features embedded once
+        when only the head adapts)."""
+        trajectory = self.adapt_trajectory(p, support, labels, n_way, steps, first_order=True)
+        if self.spec.adapt == "head" and self.spec.head != "none":
+            feats = self.features(p, query)
+            return torch.stack([self.head_logits(p, fast, feats) for fast in trajectory])
+        return torch.stack([self.predict(p, fast, query) for fast in trajectory])
 
 
 def class_means(feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:

@@ -15,8 +15,12 @@ from pipeline.models.task_batchnorm import TaskBatchNorm2d
 from pipeline.train.checkpoint import Checkpoint, load_checkpoint, load_weights
 from pipeline.train.common import StepCallback, no_progress, resolve_device
 from pipeline.train.evaluate import EvalConfig, EvalResult, evaluate_backbone
-from pipeline.train.evaluate_bundle import evaluate_bundle, is_bundle
-from pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression
+from pipeline.train.evaluate_bundle import bundle_step_curve, evaluate_bundle, is_bundle
+from pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression, learner_step_curve
+
+NOTHING_TO_PLOT = ("{path} is a pretrained extractor, evaluated by class prototypes, which take no adaptation "
+                   "steps: there is no accuracy-vs-steps curve to plot; export it (mtl export) and plot the "
+                   "bundle, whose head starts at the prototypes and takes SGD steps")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
         learner = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
         load_weights(learner, ckpt.model, ckpt.path)
         learner.to(device)
-        steps = steps or int(ckpt.meta["inner_steps"])
+        steps = int(ckpt.meta["inner_steps"]) if steps is None else steps
         if learner.spec.head == "none":
             result = evaluate_regression(learner, cfg, steps, device, seed=10_000 + cfg.seed)
             return CheckpointEvaluation(result, "sinusoid", "fresh sine-wave tasks", str(ckpt.path))
@@ -63,6 +67,39 @@ def evaluate_checkpoint(path: str, data_spec: str | None, cfg: EvalConfig, devic
     else:
         result = evaluate_backbone(body, data, cfg, device, on_step)
     return CheckpointEvaluation(result, data_spec, which, str(ckpt.path))
+
+
+@dataclass(frozen=True)
+class StepCurve:
+    results: list[EvalResult]  # results[k]: after k adaptation steps
+    data: str
+    classes: str
+    checkpoint: str
+
+
+def step_curve(path: str, data_spec: str | None, cfg: EvalConfig, device_name: str = "auto",
+               on_step: StepCallback = no_progress, steps: int | None = None) -> StepCurve:
+    """Accuracy after 0, 1, …, `steps` (default: as trained, or the bundle's) adaptation steps, on the same
+    seeded episodes as `evaluate_checkpoint`: a meta-trained model's inner loop, or a bundle's device steps."""
+    if cfg.method not in ("auto", "adapt"):
+        raise ConfigError(f"--plot draws accuracy against adaptation steps, which --method {cfg.method} does not "
+                          "take; use --method adapt (or auto)")
+    if is_bundle(path):
+        results, data_spec, which = bundle_step_curve(path, data_spec, cfg, steps, on_step)
+        return StepCurve(results, data_spec, which, str(path))
+    device = resolve_device(device_name)
+    ckpt = load_checkpoint(path)
+    if ckpt.meta.get("kind") != "meta-train":
+        raise ConfigError(NOTHING_TO_PLOT.format(path=path))
+    learner = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
+    load_weights(learner, ckpt.model, ckpt.path)
+    if learner.spec.head == "none":
+        raise ConfigError(f"{path} is a sine-wave regression model; --plot draws classification accuracy")
+    data_spec = data_spec or ckpt.meta["config"]["data"]
+    data, which = held_out_classes(data_spec, ckpt.meta)
+    steps = int(ckpt.meta["inner_steps"]) if steps is None else steps
+    results = learner_step_curve(learner.to(device), data, cfg, steps, device, on_step)
+    return StepCurve(results, data_spec, which, str(ckpt.path))
 
 
 def default_method(ckpt: Checkpoint) -> str:

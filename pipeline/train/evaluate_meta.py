@@ -6,11 +6,16 @@ of different methods on the same seed are measured on the same episodes.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+from torch.func import vmap
 
 from pipeline.algorithms.base import TaskBatch, batch_outputs, query_metrics
 from pipeline.algorithms.learner import MetaLearner
 from pipeline.data.class_images import ClassImages
+from pipeline.errors import ConfigError
 from pipeline.train.common import StepCallback, chunks, mean_ci95, no_progress, normalize
 from pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 
@@ -18,31 +23,64 @@ from pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 def evaluate_learner(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, steps: int, device: torch.device,
                      on_step: StepCallback = no_progress, chunk: int = 50) -> EvalResult:
     """Adapt on each episode's support set (`steps` inner steps), score its queries."""
-    support_index, query_index = draw_episodes(data, cfg)
-    support_labels = torch.arange(cfg.ways, device=device).repeat_interleave(cfg.shots)
-    query_labels = torch.arange(cfg.ways, device=device).repeat_interleave(cfg.queries)
-    p = {n: t.detach() for n, t in learner.state_params().items()}
-    was_training = learner.training
-    learner.train()  # the episodic algorithms use per-task batch statistics, as in training
     accuracies = []
-    try:
-        for part in chunks(support_index.shape[0], chunk):
-            e = support_index[part].shape[0]
-            batch = TaskBatch(normalize(data.images[support_index[part]].to(device), data.spec),
-                              support_labels.expand(e, -1), normalize(data.images[query_index[part]].to(device),
-                                                                      data.spec),
-                              query_labels.expand(e, -1), torch.zeros(e, cfg.ways, dtype=torch.long, device=device),
-                              cfg.ways)
+    p = {n: t.detach() for n, t in learner.state_params().items()}
+    with _episode_mode(learner):
+        for batch in _episode_batches(data, cfg, device, on_step, chunk):
             with torch.no_grad():
                 _, acc = query_metrics(learner, batch_outputs(learner, p, batch, steps, first_order=True),
                                        batch.query_labels)
             accuracies.append(acc.cpu())
-            on_step("episodes", part.stop, support_index.shape[0], {})
-    finally:
-        learner.train(was_training)
     mean, ci95 = mean_ci95(torch.cat(accuracies))
     method = "prototype" if learner.spec.adapt == "proto" else "adapt"
     return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, method)
+
+
+def learner_step_curve(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, steps: int, device: torch.device,
+                       on_step: StepCallback = no_progress, chunk: int = 50) -> list[EvalResult]:
+    """Accuracy after 0, 1, …, `steps` inner steps on the episodes of `evaluate_learner`, in one pass: each
+    chunk of episodes is adapted once and its queries scored after every step (`task_outputs_per_step`)."""
+    if learner.spec.adapt == "proto":
+        raise ConfigError("a prototype model (ProtoNet) has no adaptation steps: there is no curve to plot")
+    p = {n: t.detach() for n, t in learner.state_params().items()}
+    accuracies = []  # per chunk: (S+1, E)
+    with _episode_mode(learner):
+        for batch in _episode_batches(data, cfg, device, on_step, chunk):
+
+            def one_task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+                return learner.task_outputs_per_step(p, sx, sy, qx, cfg.ways, steps)
+
+            with torch.no_grad():
+                outputs = vmap(one_task, randomness="same")(batch.support, batch.support_labels, batch.query)
+            correct = outputs.argmax(-1) == batch.query_labels[:, None]  # (E, S+1, Q)
+            accuracies.append(correct.float().mean(-1).T.cpu())
+    per_step = torch.cat(accuracies, dim=1)
+    return [EvalResult(*mean_ci95(row), cfg.episodes, cfg.ways, cfg.shots, cfg.queries, "adapt") for row in per_step]
+
+
+@contextlib.contextmanager
+def _episode_mode(learner: MetaLearner) -> Iterator[None]:
+    """Training mode while evaluating: the episodic algorithms use per-task batch statistics, as in training."""
+    was_training = learner.training
+    learner.train()
+    try:
+        yield
+    finally:
+        learner.train(was_training)
+
+
+def _episode_batches(data: ClassImages, cfg: EvalConfig, device: torch.device, on_step: StepCallback,
+                     chunk: int) -> Iterator[TaskBatch]:
+    """`cfg`'s seeded episodes (`draw_episodes`) as task batches of up to `chunk` episodes on `device`."""
+    support_index, query_index = draw_episodes(data, cfg)
+    support_labels = torch.arange(cfg.ways, device=device).repeat_interleave(cfg.shots)
+    query_labels = torch.arange(cfg.ways, device=device).repeat_interleave(cfg.queries)
+    for part in chunks(support_index.shape[0], chunk):
+        e = support_index[part].shape[0]
+        yield TaskBatch(normalize(data.images[support_index[part]].to(device), data.spec), support_labels.expand(e, -1),
+                        normalize(data.images[query_index[part]].to(device), data.spec), query_labels.expand(e, -1),
+                        torch.zeros(e, cfg.ways, dtype=torch.long, device=device), cfg.ways)
+        on_step("episodes", part.stop, support_index.shape[0], {})
 
 
 def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device,

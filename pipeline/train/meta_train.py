@@ -149,7 +149,7 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
             if not ranks.lead:  # rank 0 alone validates, logs and checkpoints
                 window.zero_()
                 continue
-            record = _validate(setup, cfg, it + 1, float(window) / cfg.val_every, device, began)
+            record = _validate(setup, it + 1, float(window) / cfg.val_every, optimizers, began)
             improved = record["val_score"] > best
             best = max(best, record["val_score"])
             run.log(record)
@@ -186,11 +186,14 @@ def meta_train_job(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) ->
     return launch(meta_train_process, (cfg,), cfg.nproc)
 
 
-def _validate(setup: Setup, cfg: MetaTrainConfig, iteration: int, train_loss: float, device: torch.device,
+def _validate(setup: Setup, iteration: int, train_loss: float, optimizers: list[torch.optim.Optimizer],
               began: float) -> dict:
+    """The metrics row of one validation; `lr` is the outer (meta) learning rate now in force, so a report
+    can draw it even if a schedule is added later."""
     score, ci95 = setup.validate()
     return {"epoch": iteration, "iteration": iteration, "train_loss": train_loss, "val_score": score,
-            "val_ci95": ci95, "seconds": round(time.perf_counter() - began, 3)}
+            "val_ci95": ci95, "lr": float(optimizers[0].param_groups[0]["lr"]),
+            "seconds": round(time.perf_counter() - began, 3)}
 
 
 def _maybe_resume(run: RunDir, cfg: MetaTrainConfig, setup: Setup,

@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest, write_support
+from tests.png_check import assert_drawn_png
 
 runner = CliRunner()
 CLASSES = ["circle", "square", "star"]
@@ -120,3 +121,23 @@ def test_help_lists_the_device_commands():
     assert all(name in result.output for name in ("adapt", "predict", "bundle"))
     result = runner.invoke(app, ["bundle", "--help"])
     assert result.exit_code == 0 and "verify" in result.output and "inspect" in result.output
+
+
+def test_predict_show_draws_a_contact_sheet_and_still_prints_the_predictions(adapted, tmp_path):
+    out, support = adapted
+    images = [str(support / name / "1.png") for name in CLASSES]
+    result = runner.invoke(app, ["predict", str(out), *images, "--show", str(tmp_path / "sheet.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["label"] for r in json.loads(result.stdout)] == CLASSES
+    sheet = assert_drawn_png(tmp_path / "sheet.png", min_size=(2 * 144, 2 * 144))
+    assert sheet.width == 2 * 144  # 3 images: 2 columns of 128-pixel thumbnails with 8-pixel margins
+
+
+@pytest.mark.parametrize("target,culprit", [("sheet.jpg", "ending in .png"), ("adir.png", "is a directory")])
+def test_predict_show_refuses_a_path_that_cannot_be_a_png(adapted, tmp_path, target, culprit):
+    out, support = adapted
+    (tmp_path / "adir.png").mkdir()
+    image = str(support / "star" / "0.png")
+    result = runner.invoke(app, ["predict", str(out), image, "--show", str(tmp_path / target)])
+    assert result.exit_code == 2 and culprit in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.device_runtime.bundle_factory import write_bundle, write_support
+from tests.png_check import assert_drawn_png
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKER = '''
@@ -17,7 +18,7 @@ import sys
 class BlockTrainingPackages:
     """Make the training-only packages unimportable, like on a device installed without the train extra."""
 
-    BLOCKED = {"torch", "torchvision", "onnx", "onnxscript", "safetensors"}
+    BLOCKED = {"torch", "torchvision", "onnx", "onnxscript", "safetensors", "matplotlib"}
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.BLOCKED:
@@ -56,8 +57,9 @@ def run_blocked(tmp_path):
     return run
 
 
-def test_the_blocker_really_blocks_torch(run_blocked):
-    result = run_blocked("-c", "import torch")
+@pytest.mark.parametrize("module", ["torch", "matplotlib"])
+def test_the_blocker_really_blocks_torch_and_matplotlib(run_blocked, module):
+    result = run_blocked("-c", f"import {module}")
     assert result.returncode != 0 and "blocked by the test" in result.stderr
 
 
@@ -75,5 +77,10 @@ def test_bundle_load_adapt_predict_and_the_cli_work_without_torch(run_blocked, t
     predict = run_blocked("-m", "cli", "predict", str(tmp_path / "adapted"), str(support / "b" / "1.png"), "--json")
     assert predict.returncode == 0, predict.stderr
     assert json.loads(predict.stdout)[0]["label"] == "b"
+    show = run_blocked("-m", "cli", "predict", str(tmp_path / "adapted"), str(support / "a" / "1.png"),
+                       str(support / "c" / "2.png"), "--show", str(tmp_path / "sheet.png"))
+    assert show.returncode == 0, show.stderr
+    assert "contact sheet: " in show.stdout
+    assert_drawn_png(tmp_path / "sheet.png", min_size=(288, 144))
     verify = run_blocked("-m", "cli", "bundle", "verify", str(bundle))
     assert verify.returncode == 0 and verify.stdout.startswith("ok: "), verify.stderr

@@ -85,3 +85,11 @@ def test_resume_continues_exactly(tmp_path):
 def test_bad_meta_train_options_are_config_errors(bad):
     with pytest.raises(ConfigError):
         MetaTrainConfig(**dict(FAST, **bad))
+
+
+def test_metrics_rows_record_the_outer_learning_rate_for_reports(tmp_path):
+    meta_train(MetaTrainConfig(out=str(tmp_path / "m"), algorithm="anil", first_order=True, iterations=2, outer_lr=2e-3,
+                               **dict(FAST, val_every=1, meta_batch=1, val_episodes=2)))
+    records = read_jsonl(tmp_path / "m" / "metrics.jsonl")
+    assert [r["iteration"] for r in records] == [1, 2]
+    assert [r["lr"] for r in records] == [pytest.approx(2e-3)] * 2

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from tests.cli.test_report_cli import one_line_error
+from tests.png_check import assert_drawn_png
+
+runner = CliRunner()
+EPISODES = ["--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "12", "--seed", "3", "--device", "cpu"]
+
+
+def evaluate_json(*args: str) -> dict:
+    result = runner.invoke(app, ["evaluate", *args, *EPISODES, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def mtl_bundle(tiny_mtl_run, tmp_path_factory):
+    from exporters.bundle_export import export_bundle
+
+    return export_bundle(tiny_mtl_run, tmp_path_factory.mktemp("bundle") / "mtl.mtlb", single_file=True).path
+
+
+def test_a_meta_trained_checkpoint_plots_every_inner_step_and_the_curve_matches_evaluate(tiny_mtl_run, tmp_path):
+    plotted = evaluate_json(str(tiny_mtl_run), "--plot", str(tmp_path / "steps.png"), "--steps", "5")
+    assert_drawn_png(tmp_path / "steps.png", min_size=(400, 300))
+    curve = plotted["curve"]
+    assert [p["steps"] for p in curve] == [0, 1, 2, 3, 4, 5]
+    for k in (0, 3):  # 3 = the default (as trained): the plain evaluation, through batch_outputs, not the curve
+        plain = evaluate_json(str(tiny_mtl_run), *(["--steps", "0"] if k == 0 else []))
+        assert curve[k]["accuracy"] == pytest.approx(plain["accuracy"], abs=1e-9), k
+        assert curve[k]["ci95"] == pytest.approx(plain["ci95"], abs=1e-9), k
+    assert plotted["accuracy"] == curve[-1]["accuracy"] and plotted["plot"] == str(tmp_path / "steps.png")
+
+
+def test_a_bundle_plots_device_steps_and_its_default_point_is_what_evaluate_reports(mtl_bundle, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(mtl_bundle), *EPISODES, "--plot", str(tmp_path / "b.png"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "plot: " in result.stdout and "at 0 steps" in result.stdout
+    assert_drawn_png(tmp_path / "b.png", min_size=(400, 300))
+    curve = evaluate_json(str(mtl_bundle), "--plot", str(tmp_path / "b.png"), "--steps", "4")["curve"]
+    assert len(curve) == 5
+    for k in (2, 3):  # 3 = the bundle's default steps
+        plain = evaluate_json(str(mtl_bundle), *(["--steps", "2"] if k == 2 else []))
+        assert curve[k]["accuracy"] == pytest.approx(plain["accuracy"], abs=1e-9), k
+
+
+def test_a_pretrained_checkpoint_has_nothing_to_plot(pretrained_run, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(pretrained_run[0]), *EPISODES, "--plot", str(tmp_path / "p.png")])
+    one_line_error(result, "no accuracy-vs-steps curve to plot", code=2)
+    assert not (tmp_path / "p.png").exists()
+
+
+@pytest.mark.parametrize("target,culprit", [("steps.jpg", "ending in .png"), ("adir.png", "is a directory")])
+def test_a_plot_path_that_cannot_be_a_png_is_refused_before_evaluating(tiny_mtl_run, tmp_path, target, culprit):
+    (tmp_path / "adir.png").mkdir()
+    result = runner.invoke(app, ["evaluate", str(tiny_mtl_run), *EPISODES, "--plot", str(tmp_path / target)])
+    one_line_error(result, culprit, code=2)
