@@ -80,6 +80,7 @@ class Adapter:
         # class → its support examples in label order: features (K, D), or with batch statistics the
         # normalised images (K, C, H, W), embedded together at `adapt`
         self._support: dict[str, np.ndarray] = {}
+        self._embedded: tuple[tuple[str, ...], np.ndarray] | None = None  # batch statistics: (classes, features)
         self._head: tuple[np.ndarray, np.ndarray] | None = None
         self.result: AdaptResult | None = None
 
@@ -196,10 +197,19 @@ class Adapter:
         if len(self._support) < 2:
             raise DataError(f"adaptation needs at least 2 classes, got 1 ({next(iter(self._support))!r})")
         examples = np.concatenate(list(self._support.values()))
-        features = self.bundle.embed(examples) if self.bundle.batch_statistics else examples
-        _check_finite(features, "support set: embed.onnx", "the bundle's embedding graph is broken")
+        features = self._embed_together(examples) if self.bundle.batch_statistics else examples
         labels = np.repeat(np.arange(len(self._support)), [len(f) for f in self._support.values()])
         return features, labels.astype(np.int64)
+
+    def _embed_together(self, images: np.ndarray) -> np.ndarray:
+        """The whole support set embedded as one batch, once per set of classes (classes are only ever
+        added, so the class names identify the set): `save` after `adapt` does not embed it again."""
+        classes = tuple(self._support)
+        if self._embedded is None or self._embedded[0] != classes:
+            features = self.bundle.embed(images)
+            _check_finite(features, "support set: embed.onnx", "the bundle's embedding graph is broken")
+            self._embedded = (classes, features)
+        return self._embedded[1]
 
     def _step_sizes(self, lr: float) -> tuple[np.ndarray, np.ndarray]:
         return step_sizes(self.bundle, lr)

@@ -63,16 +63,6 @@ class RunDir:
     best = property(lambda self: self.path / "best.safetensors")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
 
-    def check(self, config: dict[str, Any], *, resume: bool) -> None:
-        """Raise `ConfigError` if a run with `config` cannot be started (or resumed) here; writes nothing."""
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out {self.path} exists and is not a directory")
-        if resume:
-            self._check_resume(config)
-        elif self.last.exists() or self.config_path.exists():
-            raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
-                              "another --out")
-
     def _check_resume(self, config: dict[str, Any]) -> None:
         if not self.last.exists():
             raise ConfigError(f"--resume: {self.path} holds no last.safetensors to resume from")
