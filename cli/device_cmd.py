@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from device_runtime.bundle import Bundle
 
 console = Console()
+
+
+def say(line: str) -> None:
+    """One line of plain output: never wrapped at the terminal's width (one line per image stays one line
+    for a script to read) and never parsed as rich markup (a class folder may be named "[draft]")."""
+    console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
 bundle_app = typer.Typer(no_args_is_help=True, help="Check or describe a deploy bundle (directory or .mtlb).")
 
 BundleArg = Annotated[Path, typer.Argument(help="A bundle directory or .mtlb file.")]
@@ -47,11 +55,10 @@ def adapt(
         adapter.add_examples(name, images)
     result = adapter.adapt(steps, lr)
     adapter.save(out)
-    console.print(f"classes ({len(result.classes)}): {', '.join(result.classes)}", highlight=False)
-    console.print(f"support: {result.support} images", highlight=False)
-    console.print(f"loss: {result.loss_before:.4g} → {result.final_loss:.4g} ({result.steps} steps, "
-                  f"lr {result.lr:g})", highlight=False)
-    console.print(f"saved: {out}", highlight=False)
+    say(f"classes ({len(result.classes)}): {', '.join(result.classes)}")
+    say(f"support: {result.support} images")
+    say(f"loss: {result.loss_before:.4g} → {result.final_loss:.4g} ({result.steps} steps, lr {result.lr:g})")
+    say(f"saved: {out}")
 
 
 @handle_errors
@@ -82,9 +89,9 @@ def predict(
         typer.echo(json.dumps(records))
         return
     for record in records:
-        console.print(f"{record['image']}: {record['label']} ({100 * record['probability']:.1f}%)", highlight=False)
+        say(f"{record['image']}: {record['label']} ({100 * record['probability']:.1f}%)")
     if show is not None:
-        console.print(f"contact sheet: {show}", highlight=False, soft_wrap=True)
+        say(f"contact sheet: {show}")
 
 
 @handle_errors
@@ -94,8 +101,8 @@ def verify(bundle: BundleArg, key: KeyOpt = None) -> None:
 
     loaded = Bundle.load(bundle, key=key)
     signed = f", signature verified with {key}" if key is not None else ""
-    console.print(f"ok: {bundle} ({loaded.manifest['schema']}, {len(loaded.files)} files verified, "
-                  f"{len(loaded.graphs)} graphs load in onnxruntime{signed})", highlight=False, soft_wrap=True)
+    say(f"ok: {bundle} ({loaded.manifest['schema']}, {len(loaded.files)} files verified, "
+        f"{len(loaded.graphs)} graphs load in onnxruntime{signed})")
 
 
 @handle_errors

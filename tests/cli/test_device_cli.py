@@ -57,6 +57,24 @@ def test_predict_prints_one_line_per_image(adapted):
     assert result.stdout.strip().endswith("%)") and ": star (" in result.stdout
 
 
+def test_output_lines_are_never_wrapped_nor_read_as_markup(bundle, tmp_path):
+    """However long the paths (the terminal here is 80 columns) and whatever the class names, each image
+    is one line, and a class folder named like rich markup is printed as it is."""
+    classes = ["[b]draft", "circle", "star"]
+    support = write_support(tmp_path / ("very-long-folder-name-" * 4) / "support", classes)
+    out = tmp_path / "adapted"
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(out), "--steps", "5"])
+    assert result.exit_code == 0, result.output
+    assert f"classes (3): {', '.join(classes)}\n" in result.stdout and f"saved: {out}\n" in result.stdout
+    images = [support / name / "1.png" for name in classes]
+    result = runner.invoke(app, ["predict", str(out), *map(str, images)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all(len(line) > 80 for line in lines)
+    for line, image, name in zip(lines, images, classes, strict=True):
+        assert line.startswith(f"{image}: {name} (") and line.endswith("%)")
+
+
 def test_bundle_verify_says_ok_or_names_the_fault(bundle):
     result = runner.invoke(app, ["bundle", "verify", str(bundle)])
     assert result.exit_code == 0, result.output
@@ -141,3 +159,11 @@ def test_predict_show_refuses_a_path_that_cannot_be_a_png(adapted, tmp_path, tar
     result = runner.invoke(app, ["predict", str(out), image, "--show", str(tmp_path / target)])
     assert result.exit_code == 2 and culprit in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_error_names_a_markup_like_folder_as_it_is(bundle, tmp_path):
+    support = write_support(tmp_path / "support", CLASSES)
+    (support / "[red]cats").mkdir()
+    result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted")])
+    assert result.exit_code == 1
+    assert f"error: class folder {support / '[red]cats'} has no images" in result.output
