@@ -6,15 +6,22 @@ What is measured, per workload (backbone × input, N-way K-shot, 10 adapt steps,
   must never import torch: `Bundle.load`; the first inference after it (one image: session warm-up);
   decode + preprocess of the support PNGs; `embed` of the support set; one `adapt_step` (mean over the
   steps); end to end = `add_examples` for every class (decode → preprocess → embed) + `adapt(steps)`;
-  `predict` of the query batch (decode → embed → head); the process's peak RSS.
+  `predict` of the query batch (decode → embed → head); the process's peak RSS after one pass (load,
+  adapt, predict: what a device process does), and after all the runs.
 - baseline: PyTorch eager (`torch.set_num_threads(1)`) in another process doing the same work with the
   trainer's own code: Pillow decode (`pipeline.data.load_image`), `normalize`, the body in eval mode
   under `no_grad`, the proto head init, `exporters.graphs.adapt_step_fn` (the function traced into
   `adapt_step.onnx`) and `predict_fn`.
 
 Ours runs twice: with the float bundle (the same arithmetic as the baseline) and with the bundle of
-`mtl export --quantize int8` (int8 extractor, calibrated on generated images of other patterns;
-float head), each with its own speedup and targets. The workers live in device_adapt_workers.py.
+`mtl export --quantize int8` (int8 extractor, calibrated on images of other classes; float head),
+each with its own speedup and targets. The workers live in device_adapt_workers.py.
+
+Images (device_adapt_images.py): Conv-4 28×28 is measured on what it is for, real Omniglot drawings
+(105×105 1-bit PNGs read from `--omniglot`, default ../shared/data/omniglot); ResNet-12 84×84 on
+generated 84×84 RGB PNGs. `--synthetic-images` measures generated 8-bit noise PNGs for Conv-4 too
+(105×105, about 30× larger files than Omniglot's, so decoding, which both sides share, costs about
+twice as much: a worst case).
 
 Every step runs in a process of its own (export, ours, baseline), so each side's peak RSS is its own.
 Both sides read the same PNG files and run steps + 1 head steps end to end (the extra one measures the
@@ -22,7 +29,8 @@ final loss, as `Adapter.adapt` does). Weights are a random initialisation (timin
 training) written as a pretrain checkpoint and exported with `export_bundle`. Times are medians over
 `--repeats` runs after one warm-up run. Speedup = baseline time / ours.
 
-Run:  .venv/bin/python benchmarks/device_adapt.py [--json] [--repeats 5] [--quick]
+Run:  .venv/bin/python benchmarks/device_adapt.py [--json] [--repeats 5] [--quick] [--backbone conv4]
+          [--synthetic-images] [--omniglot PATH]
 (`--quick`: conv4 only, 28×28, 5-way 2-shot, 2 steps, 1 repeat — the CI smoke run.)
 """
 from __future__ import annotations
@@ -35,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_FILE = Path(__file__).resolve().with_name("device_adapt_workers.py")
 sys.path.insert(0, str(WORKER_FILE.parent))
 
+from device_adapt_images import OMNIGLOT_DIR  # noqa: E402  (a sibling file, importable once its folder is on the path)
 from device_adapt_workers import (  # noqa: E402  (a sibling file, importable once its folder is on the path)
     FULL,
     MB,
@@ -67,12 +76,12 @@ def run_worker(side: str, job: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def run_workload(w: Workload, repeats: int, root: Path) -> dict[str, Any]:
+def run_workload(w: Workload, repeats: int, root: Path, omniglot: Path) -> dict[str, Any]:
     """Export and write the PNGs, measure both sides, compare; each step in its own process."""
     work = root / w.name
     work.mkdir(parents=True)
     log(f"{w.name}: exporting the bundle, writing the PNGs")
-    (work / "setup.json").write_text(json.dumps({"workload": asdict(w), "work": str(work)}))
+    (work / "setup.json").write_text(json.dumps({"workload": asdict(w), "work": str(work), "omniglot": str(omniglot)}))
     setup = run_worker("setup", work / "setup.json")
     job = work / "job.json"
     job.write_text(json.dumps({**setup, "steps": w.steps, "repeats": repeats}))
@@ -105,7 +114,7 @@ def compare(w: Workload, setup: dict[str, Any], ours: dict[str, Any], ours_int8:
                         for kind, side in sides.items()})
         targets.update({f"bundle_le_1mb_{kind}": bundles[kind]["total_bytes"] <= TARGET_BUNDLE_BYTES
                         for kind in sides})
-    return {"name": w.name, "workload": asdict(w), "bundle": bundles,
+    return {"name": w.name, "workload": asdict(w), "embed_batch": setup["embed_batch"], "bundle": bundles,
             "ours": side_report(ours), "ours_int8": side_report(ours_int8), "baseline": side_report(baseline),
             "speedup": speedup["float"], "speedup_int8": speedup["int8"],
             "check": {"loss_before": [ours["loss_before"], ours_int8["loss_before"], baseline["loss_before"]],
@@ -118,15 +127,17 @@ def side_report(side: dict[str, Any]) -> dict[str, Any]:
     """Times in ms (medians), peak RSS in MB, threads."""
     times = {key.removesuffix("_s") + "_ms": round(side[key] * 1e3, 4) for key in TIMES}
     hwm = side["vm_hwm_mb"]
-    return {**times, "peak_rss_mb": round(side["peak_rss_mb"], 1), "vm_hwm_mb": hwm and round(hwm, 1),
+    return {**times, "peak_rss_mb": round(side["peak_rss_mb"], 1),
+            "peak_rss_mb_all_runs": round(side["peak_rss_mb_all_runs"], 1), "vm_hwm_mb": hwm and round(hwm, 1),
             "rss_after_imports_mb": round(side["rss_after_imports_mb"], 1), "threads": side["threads"],
             **({"torch_imported": side["torch_imported"]} if "torch_imported" in side else {})}
 
 
-def run_benchmark(workloads: tuple[Workload, ...], repeats: int, quick: bool) -> dict[str, Any]:
+def run_benchmark(workloads: tuple[Workload, ...], repeats: int, quick: bool,
+                  omniglot: Path = OMNIGLOT_DIR) -> dict[str, Any]:
     """Every workload, measured in one run, with the settings, the environment and the target summary."""
     with tempfile.TemporaryDirectory(prefix="mtl-device-adapt-") as tmp:
-        reports = [run_workload(w, repeats, Path(tmp)) for w in workloads]
+        reports = [run_workload(w, repeats, Path(tmp), omniglot) for w in workloads]
     targets = {}
     for kind in ("float", "int8"):
         conv4 = [r["targets"] for r in reports if r["workload"]["backbone"] == "conv4"]
@@ -141,6 +152,10 @@ def run_benchmark(workloads: tuple[Workload, ...], repeats: int, quick: bool) ->
                 "end_to_end": "add_examples for every class (PNG decode, preprocess, embed) + adapt(steps); "
                               "steps + 1 head steps on both sides (the last measures the final loss)",
                 "predict": "decode + preprocess + embed + head of the query batch",
+                "peak_rss_mb": "after one pass (load, adapt, predict once, as a device does); "
+                               "peak_rss_mb_all_runs: after every run, each of which loads the model again",
+                "images": {w.name: w.images for w in workloads},
+                "omniglot": str(omniglot) if any(w.images == "omniglot" for w in workloads) else None,
                 "check": "same PNGs and weights on both sides: loss_before agrees to float precision; final_loss "
                          "and predictions can part where the random-init head oscillates at the default lr"}
     settings["launcher_peak_rss_mb"] = round(rss_mb(), 1)
@@ -190,16 +205,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the JSON only (no table)")
     parser.add_argument("--repeats", type=int, default=None, help="measured runs per side (default 5; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a CI smoke run")
+    parser.add_argument("--backbone", choices=sorted({w.backbone for w in FULL}), default=None,
+                        help="measure this backbone's workloads only")
+    parser.add_argument("--synthetic-images", action="store_true",
+                        help="generated 8-bit noise PNGs for every workload, Conv-4 included (a worst case for "
+                             "decoding) instead of real Omniglot drawings")
+    parser.add_argument("--omniglot", type=Path, default=OMNIGLOT_DIR,
+                        help=f"folder of the Omniglot archives images_*.zip (default {OMNIGLOT_DIR})")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be ≥ 1, got {args.repeats}")
     return args
 
 
+def workloads(args: argparse.Namespace) -> tuple[Workload, ...]:
+    """The workloads the options select."""
+    chosen = QUICK if args.quick else FULL
+    chosen = tuple(w for w in chosen if args.backbone in (None, w.backbone))
+    if args.synthetic_images:
+        chosen = tuple(replace(w, images="synthetic") for w in chosen)
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
-    result = run_benchmark(QUICK if args.quick else FULL, repeats, args.quick)
+    chosen = workloads(args)
+    if any(w.images == "omniglot" for w in chosen) and not any(args.omniglot.glob("images_*.zip")):
+        print(f"error: no Omniglot archives (images_*.zip) in {args.omniglot}; pass --omniglot PATH, or "
+              "--synthetic-images to measure generated PNGs instead", file=sys.stderr)
+        return 2
+    result = run_benchmark(chosen, repeats, args.quick, args.omniglot)
     if not args.json:
         print(render_table(result))
     print(json.dumps(result, indent=2))

@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
+from device_adapt_images import calibration_images, write_images  # noqa: E402  (a sibling file; torch-free)
+
 if TYPE_CHECKING:  # torch is imported lazily: the device worker runs this file and must never load it
     import torch
 
@@ -33,7 +35,6 @@ if TYPE_CHECKING:  # torch is imported lazily: the device worker runs this file 
 
 T = TypeVar("T")
 QUERY_BATCH = 25
-EMBED_BATCH = 64  # `Bundle.embed`'s default batch size; the baseline embeds in the same chunks
 MB = 1024 * 1024
 TARGET_SPEEDUP, TARGET_RSS_MB, TARGET_BUNDLE_BYTES = 3.0, 120.0, 1 * MB
 TIMES = ("load_s", "first_run_s", "preprocess_s", "embed_s", "adapt_step_s", "end_to_end_s", "predict_s")
@@ -41,7 +42,8 @@ TIMES = ("load_s", "first_run_s", "preprocess_s", "embed_s", "adapt_step_s", "en
 
 @dataclass(frozen=True)
 class Workload:
-    """One measured setting; `png_size` is the side of the PNG files (resized to `size` on both sides)."""
+    """One measured setting. `images`: real `omniglot` drawings (105×105 1-bit PNGs) or `synthetic` 8-bit
+    PNGs of side `png_size` (device_adapt_images.py); both sides resize them to `size`."""
 
     backbone: str
     channels: int
@@ -51,13 +53,15 @@ class Workload:
     steps: int = 10
     queries: int = QUERY_BATCH
     png_size: int = 0
+    images: str = "synthetic"
 
     @property
     def name(self) -> str:
         return f"{self.backbone}-{self.size}x{self.size}x{self.channels}-{self.ways}way-{self.shots}shot"
 
 
-FULL = (Workload("conv4", 1, 28, 5, 5, png_size=105), Workload("conv4", 1, 28, 20, 5, png_size=105),
+FULL = (Workload("conv4", 1, 28, 5, 5, png_size=105, images="omniglot"),
+        Workload("conv4", 1, 28, 20, 5, png_size=105, images="omniglot"),
         Workload("resnet12", 3, 84, 5, 5, png_size=84), Workload("resnet12", 3, 84, 20, 5, png_size=84))
 QUICK = (Workload("conv4", 1, 28, 5, 2, steps=2, queries=10, png_size=28),)
 
@@ -95,11 +99,17 @@ def support_classes(support: str) -> dict[str, list[str]]:
 
 
 def repeat(once: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
-    """One warm-up run, then `repeats` runs; the median of every time, the rest from the last run."""
+    """One warm-up run, then `repeats` runs; the median of every time, the rest from the last run.
+
+    `peak_rss_mb` is the peak after the warm-up run: a process that loads the model once, adapts once and
+    predicts once, as a device does. The later runs load the model again each time, and the allocator keeps
+    some of what the earlier copies freed, so the peak after all runs (`peak_rss_mb_all_runs`) is higher
+    than anything a device process sees; it is reported beside it."""
     once()
+    one_pass = rss_mb()
     runs = [once() for _ in range(repeats)]
     medians = {key: statistics.median(run[key] for run in runs) for key in TIMES}
-    return {**runs[-1], **medians}
+    return {**runs[-1], **medians, "peak_rss_mb": one_pass, "peak_rss_mb_all_runs": rss_mb()}
 
 
 # ---------------------------------------------------------------- ours: the device worker (no torch)
@@ -114,8 +124,7 @@ def device_worker(job: dict[str, Any]) -> dict[str, Any]:
                     job["repeats"])
     if "torch" in sys.modules:
         raise RuntimeError("the device worker imported torch; the device path must run without it")
-    return {**result, "peak_rss_mb": rss_mb(), "vm_hwm_mb": hwm_mb(), "rss_after_imports_mb": imported_mb,
-            "torch_imported": False,
+    return {**result, "vm_hwm_mb": hwm_mb(), "rss_after_imports_mb": imported_mb, "torch_imported": False,
             "threads": {"onnxruntime_intra_op": 1, "onnxruntime_inter_op": 1}}
 
 
@@ -171,7 +180,7 @@ def torch_worker(job: dict[str, Any]) -> dict[str, Any]:
 
     imported_mb = rss_mb()
     result = repeat(lambda: torch_once(job, lambda: load_checkpoint(job["checkpoint"])), job["repeats"])
-    return {**result, "peak_rss_mb": rss_mb(), "vm_hwm_mb": hwm_mb(), "rss_after_imports_mb": imported_mb,
+    return {**result, "vm_hwm_mb": hwm_mb(), "rss_after_imports_mb": imported_mb,
             "threads": {"torch_intra_op": torch.get_num_threads(), "torch": torch.__version__}}
 
 
@@ -183,12 +192,13 @@ def torch_once(job: dict[str, Any], load: Callable[[], Any]) -> dict[str, Any]:
     dm, times["load_s"] = timed(lambda: deploy_model(load()))
     classes = support_classes(job["support"])
     paths = [p for files in classes.values() for p in files]
-    _, times["first_run_s"] = timed(lambda: torch_embed(dm, torch_images(dm, paths[:1])))
+    batch = job["embed_batch"]
+    _, times["first_run_s"] = timed(lambda: torch_embed(dm, torch_images(dm, paths[:1]), batch))
     images, times["preprocess_s"] = timed(lambda: torch_images(dm, paths))
-    features, times["embed_s"] = timed(lambda: torch_embed(dm, images))
+    features, times["embed_s"] = timed(lambda: torch_embed(dm, images, batch))
     times["adapt_step_s"] = torch_step_time(dm, features, torch_labels(classes), job["steps"])
-    (head, losses), times["end_to_end_s"] = timed(lambda: torch_adapt(dm, classes, job["steps"]))
-    predicted, times["predict_s"] = timed(lambda: torch_predict(dm, head, job["queries"], list(classes)))
+    (head, losses), times["end_to_end_s"] = timed(lambda: torch_adapt(dm, classes, job["steps"], batch))
+    predicted, times["predict_s"] = timed(lambda: torch_predict(dm, head, job["queries"], list(classes), batch))
     return {**times, "loss_before": losses[0], "final_loss": losses[-1], "predicted": predicted}
 
 
@@ -202,13 +212,13 @@ def torch_images(dm: DeployModel, paths: list[str]) -> torch.Tensor:
     return normalize(torch.from_numpy(np.stack([load_image(p, dm.input_spec) for p in paths])), dm.input_spec)
 
 
-def torch_embed(dm: DeployModel, images: torch.Tensor) -> torch.Tensor:
-    """Images (B, C, H, W) → features (B, D) with the frozen body in eval mode, `EMBED_BATCH` images per
-    forward as `Bundle.embed` runs them."""
+def torch_embed(dm: DeployModel, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Images (B, C, H, W) → features (B, D) with the frozen body in eval mode, `batch` images per forward
+    (`Bundle.embed`'s default, which the setup worker reads: this process never imports onnxruntime)."""
     import torch
 
     with torch.no_grad():
-        return torch.cat([dm.body.eval()(chunk) for chunk in images.split(EMBED_BATCH)])
+        return torch.cat([dm.body.eval()(chunk) for chunk in images.split(batch)])
 
 
 def torch_labels(classes: dict[str, list[str]]) -> torch.Tensor:
@@ -240,14 +250,14 @@ def torch_head(dm: DeployModel, features: torch.Tensor, labels: torch.Tensor,
     return head["head.weight"].detach(), head["head.bias"].detach(), lr_weight, lr_bias
 
 
-def torch_adapt(dm: DeployModel, classes: dict[str, list[str]],
-                steps: int) -> tuple[tuple[torch.Tensor, torch.Tensor], list[float]]:
+def torch_adapt(dm: DeployModel, classes: dict[str, list[str]], steps: int,
+                batch: int) -> tuple[tuple[torch.Tensor, torch.Tensor], list[float]]:
     """End to end: decode + embed each class, init the head, steps + 1 eager steps → (head, losses)."""
     import torch
 
     from exporters.graphs import adapt_step_fn
 
-    features = torch.cat([torch_embed(dm, torch_images(dm, files)) for files in classes.values()])
+    features = torch.cat([torch_embed(dm, torch_images(dm, files), batch) for files in classes.values()])
     labels = torch_labels(classes)
     weight, bias, lr_weight, lr_bias = torch_head(dm, features, labels, len(classes))
     step, losses = adapt_step_fn(dm), []
@@ -260,13 +270,13 @@ def torch_adapt(dm: DeployModel, classes: dict[str, list[str]],
 
 
 def torch_predict(dm: DeployModel, head: tuple[torch.Tensor, torch.Tensor], paths: list[str],
-                  classes: list[str]) -> list[str]:
+                  classes: list[str], batch: int) -> list[str]:
     """Query PNGs → predicted class names (decode, embed, head softmax)."""
     import torch
 
     from exporters.graphs import predict_fn
 
-    features = torch_embed(dm, torch_images(dm, paths))
+    features = torch_embed(dm, torch_images(dm, paths), batch)
     with torch.no_grad():
         probabilities = predict_fn(dm)(*head, features)
     return [classes[i] for i in probabilities.argmax(dim=1).tolist()]
@@ -275,7 +285,7 @@ def torch_predict(dm: DeployModel, head: tuple[torch.Tensor, torch.Tensor], path
 # ---------------------------------------------------------------- setup: the bundles and the PNGs
 
 
-def make_bundle(w: Workload, work: Path, quantize: bool = False) -> tuple[Path, dict[str, Any]]:
+def make_bundle(w: Workload, work: Path, omniglot: Path, quantize: bool = False) -> tuple[Path, dict[str, Any]]:
     """A randomly initialised model → pretrain checkpoint → exported bundle directory (`quantize`: with an
     int8 extractor); its sizes."""
     import torch
@@ -295,7 +305,11 @@ def make_bundle(w: Workload, work: Path, quantize: bool = False) -> tuple[Path, 
             "data": {"scheme": "random-init"}, "epoch": 0}
     checkpoint = work / "pretrain.safetensors"
     save_checkpoint(checkpoint, Checkpoint(meta, build_model(spec).state_dict()))
-    options = {"quantize": "int8", "calibration": calibration_images(w)} if quantize else {}
+    options = {}
+    if quantize:
+        calibration = calibration_images(w.images, w.channels, w.png_size or w.size, input_spec(w), w.ways,
+                                         omniglot=omniglot)
+        options = {"quantize": "int8", "calibration": calibration}
     report = export_bundle(checkpoint, work / ("bundle-int8" if quantize else "bundle"), **options)
     files = {name: (Path(report.path) / name).read_bytes() for name in report.files}
     return checkpoint, {"path": report.path, "files": report.files, "total_bytes": sum(report.files.values()),
@@ -312,58 +326,18 @@ def input_spec(w: Workload) -> Any:
     return InputSpec(size=w.size, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def write_pngs(w: Workload, work: Path) -> tuple[Path, list[str]]:
-    """support/class_XX/I.png (K per class) and a query batch cycling over the classes: a smooth random
-    pattern per class plus per-image noise, `png_size` pixels square."""
-    rng = np.random.default_rng(0)
-    patterns = [rng.integers(0, 256, (8, 8, w.channels)).astype(np.float32) for _ in range(w.ways)]
-    support = work / "support"
-    for c, pattern in enumerate(patterns):
-        (support / f"class_{c:02d}").mkdir(parents=True)
-        for i in range(w.shots):
-            save_png(pattern, rng, w.png_size or w.size, support / f"class_{c:02d}" / f"{i}.png")
-    (work / "queries").mkdir()
-    queries = [work / "queries" / f"{q}.png" for q in range(w.queries)]
-    for q, path in enumerate(queries):
-        save_png(patterns[q % w.ways], rng, w.png_size or w.size, path)
-    return support, [str(q) for q in queries]
-
-
-def save_png(pattern: np.ndarray, rng: np.random.Generator, size: int, path: Path) -> None:
-    """The (8, 8, C) pattern upsampled to size × size with noise, saved as a grey or RGB PNG."""
-    from PIL import Image
-
-    image = np.kron(pattern, np.ones((size // 8 + 1, size // 8 + 1, 1)))[:size, :size]
-    image = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
-
-
-
 def setup_worker(job: dict[str, Any]) -> dict[str, Any]:
     """The torch-side preparation, in its own process so that the launcher stays small (see `rss_mb`)."""
-    w, work = Workload(**job["workload"]), Path(job["work"])
-    checkpoint, bundle = make_bundle(w, work)
-    int8 = make_bundle(w, work, quantize=True)[1]
-    support, queries = write_pngs(w, work)
+    w, work, omniglot = Workload(**job["workload"]), Path(job["work"]), Path(job["omniglot"])
+    checkpoint, bundle = make_bundle(w, work, omniglot)
+    int8 = make_bundle(w, work, omniglot, quantize=True)[1]
+    support, queries = write_images(w.images, w.ways, w.shots, w.queries, w.channels, w.png_size or w.size, work,
+                                    omniglot)
+    from device_runtime.bundle import EMBED_BATCH
+
     return {"bundle": bundle.pop("path"), "bundle_info": bundle, "bundle_int8": int8.pop("path"),
-            "bundle_int8_info": int8, "checkpoint": str(checkpoint), "support": str(support), "queries": queries}
-
-
-def calibration_images(w: Workload, count: int = 192) -> np.ndarray:
-    """Normalised images for int8 calibration: the PNG generator's kind of image (patterns of their own,
-    not the measured classes), through the device preprocessing."""
-    from device_runtime.preprocess import preprocess
-
-    rng = np.random.default_rng(1)
-    size = w.png_size or w.size
-    images = []
-    for _ in range(count):
-        pattern = rng.integers(0, 256, (8, 8, w.channels)).astype(np.float32)
-        image = np.kron(pattern, np.ones((size // 8 + 1, size // 8 + 1, 1)))[:size, :size]
-        image = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
-        images.append(image[..., 0] if w.channels == 1 else image)
-    return preprocess(images, input_spec(w))
-
+            "bundle_int8_info": int8, "checkpoint": str(checkpoint), "support": str(support), "queries": queries,
+            "embed_batch": EMBED_BATCH}
 
 
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"setup": setup_worker, "device": device_worker,

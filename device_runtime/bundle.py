@@ -25,6 +25,11 @@ from device_runtime.preprocess import ImageSource, preprocess
 from device_runtime.signing import SIGNATURE, verify_manifest
 
 GRAPH_NAMES = ("embed", "adapt_step", "predict")
+# Images per embed.onnx run. On one CPU thread a Conv-4 (28²) or ResNet-12 (84²) extractor runs just as
+# fast per image at 8 as at 64 (within 3 %; benchmarks/device_adapt.py), while onnxruntime's arena keeps
+# the largest batch's activations: the peak RSS of embedding 64 ResNet-12 images was 692 MB at 64,
+# 292 MB at 8 (Conv-4: 108 → 83 MB). A device has little memory and gains nothing from big batches.
+EMBED_BATCH = 8
 
 
 class Bundle:
@@ -83,7 +88,7 @@ class Bundle:
         exactly the training transform (`device_runtime.preprocess`)."""
         return preprocess(sources, self.input_spec)
 
-    def embed(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def embed(self, images: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
         """Normalised float32 images (B, C, H, W) → features (B, D), `batch_size` images per run
         (all of them in one run when the bundle normalises with batch statistics)."""
         if batch_size < 1:

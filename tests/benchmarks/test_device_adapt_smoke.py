@@ -34,6 +34,7 @@ def test_quick_run_measures_one_tiny_conv4_workload(report):
     settings = workload["workload"]
     assert (settings["backbone"], settings["size"], settings["ways"], settings["shots"], settings["steps"]) \
         == ("conv4", 28, 5, 2, 2)
+    assert settings["images"] == "synthetic" and report["settings"]["images"] == {workload["name"]: "synthetic"}
 
 
 def test_both_sides_report_positive_times_and_peak_rss(report):
@@ -41,6 +42,8 @@ def test_both_sides_report_positive_times_and_peak_rss(report):
     for side in ("ours", "ours_int8", "baseline"):
         for key in (*TIMES, "peak_rss_mb"):
             assert positive(workload[side][key]), f"{side}.{key} = {workload[side][key]!r}"
+        # one device pass (load, adapt, predict) never exceeds the peak after every repeated load
+        assert workload[side]["peak_rss_mb"] <= workload[side]["peak_rss_mb_all_runs"], side
     assert workload["ours"]["torch_imported"] is False and workload["ours_int8"]["torch_imported"] is False
     assert workload["ours"]["threads"]["onnxruntime_intra_op"] == 1
     assert workload["baseline"]["threads"]["torch_intra_op"] == 1
