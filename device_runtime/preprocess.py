@@ -79,7 +79,8 @@ def convert_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
     if min(image.size) < 1:
         raise ValueError(f"image is empty ({image.size[0]}x{image.size[1]} pixels)")
     mode = "L" if spec.channels == 1 else "RGB"
-    image = image.convert(mode)
+    if image.mode != mode:  # convert() to the same mode would only copy the pixels
+        image = image.convert(mode)
     if image.size != (spec.size, spec.size):
         image = image.resize((spec.size, spec.size), RESIZE_METHODS[spec.resize])
     array = np.asarray(image, dtype=np.uint8)
