@@ -18,8 +18,12 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from device_runtime.preprocess import InputSpec
 
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT_DIR = REPO.parent / "shared" / "data" / "omniglot"
@@ -114,7 +118,7 @@ def _save_png(pattern: np.ndarray, rng: np.random.Generator, size: int, path: Pa
     Image.fromarray(_noisy_pattern(pattern, rng, size)).save(path)
 
 
-def calibration_images(kind: str, channels: int, png_size: int, spec: object, ways: int, count: int = 192,
+def calibration_images(kind: str, channels: int, png_size: int, spec: InputSpec, ways: int, count: int = 192,
                        omniglot: Path = OMNIGLOT_DIR) -> np.ndarray:
     """Normalised images (count, C, H, W) for int8 calibration, through the device preprocessing: images
     of the workload's kind but never of its measured classes (Omniglot: characters not chosen;
