@@ -84,3 +84,10 @@ def test_bundle_load_adapt_predict_and_the_cli_work_without_torch(run_blocked, t
     assert_drawn_png(tmp_path / "sheet.png", min_size=(288, 144))
     verify = run_blocked("-m", "cli", "bundle", "verify", str(bundle))
     assert verify.returncode == 0 and verify.stdout.startswith("ok: "), verify.stderr
+
+
+def test_a_training_command_without_torch_says_which_extra_to_install(run_blocked, tmp_path):
+    result = run_blocked("-m", "cli", "pretrain", "--data", "synthetic:10", "--out", str(tmp_path / "run"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: this command needs the training extra (torch is not installed): "
+                                     "pip install 'mtl[train]'")
