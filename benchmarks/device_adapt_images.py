@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT_DIR = REPO.parent / "shared" / "data" / "omniglot"
-IMAGE_KINDS = ("omniglot", "synthetic")
 _DRAWING = re.compile(r"(?:^|/)([^/]+/[^/]+)/[^/]+\.png$")  # …/Alphabet/characterNN/IMAGEID_DRAWER.png
 
 
@@ -49,7 +48,7 @@ def omniglot_drawings(root: Path = OMNIGLOT_DIR) -> dict[str, list[bytes]]:
     archives = sorted(Path(root).glob("images_*.zip"))
     if not archives:
         raise ImagesMissing(f"no Omniglot archives (images_*.zip) in {root}; pass --omniglot PATH, or "
-                            "--images synthetic to measure generated PNGs instead")
+                            "--synthetic-images to measure generated PNGs instead")
     characters: dict[str, dict[str, bytes]] = {}  # Alphabet/characterNN → {file name: PNG bytes}
     for archive in archives:
         with zipfile.ZipFile(archive) as handle:
