@@ -54,8 +54,9 @@ def omniglot_drawings(root: Path = OMNIGLOT_DIR) -> dict[str, list[bytes]]:
         with zipfile.ZipFile(archive) as handle:
             for entry in handle.namelist():
                 match = _DRAWING.search(entry)
-                if match:
-                    characters.setdefault(match.group(1), {}).setdefault(entry.rsplit("/", 1)[-1], handle.read(entry))
+                name = entry.rsplit("/", 1)[-1]
+                if match and name not in (files := characters.setdefault(match.group(1), {})):
+                    files[name] = handle.read(entry)  # a character already read from another archive is skipped
     return {character: [files[name] for name in sorted(files)] for character, files in sorted(characters.items())}
 
 
