@@ -4,8 +4,12 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 DEMO = runs/demo
 DEVICE_VENV = runs/device-venv
+# The device-runtime tests run again in a base install (no torch) on the newest Python this machine has.
+DEVICE_PYTHON ?= $(shell .ci/newest-python)
+DEVICE_TEST_VENV ?= .venv-device
+DEVICE_TESTS = tests/device_runtime tests/cli/test_device_cli.py
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-device clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +42,17 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-device
+
+# A fresh venv each time: pip resolves the base dependencies for that Python as a device's pip would.
+test-device:
+	@echo "device-runtime tests in a base install (no torch) on $$($(DEVICE_PYTHON) --version)"
+	rm -rf $(DEVICE_TEST_VENV)
+	$(DEVICE_PYTHON) -m venv $(DEVICE_TEST_VENV)
+	$(DEVICE_TEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEVICE_TEST_VENV)/bin/python -m pip install --quiet '.[device-test]'
+	$(DEVICE_TEST_VENV)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch present'"
+	$(DEVICE_TEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(DEVICE_TESTS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEVICE_TEST_VENV) runs .pytest_cache .ruff_cache

@@ -46,7 +46,7 @@ def export(
     size = sum(report.files.values())
     worst = max(report.parity.values())
     console.print(f"exported {checkpoint} → {report.path} ({size / 1024:.0f} KiB; graphs checked by onnx.checker, "
-                  f"standard domain only; onnxruntime vs PyTorch max |Δ| = {worst:.2g})", highlight=False)
+                  f"standard domain only; onnxruntime vs PyTorch max relative |Δ| = {worst:.2g})", highlight=False)
     if report.quantization is not None:
         q = report.quantization
         console.print(f"embed.onnx quantized to {q.scheme} (calibrated on {q.calibration_images} training images); "

@@ -1,6 +1,7 @@
-import pytest
+"""Session fixtures shared by the training, export and CLI tests. torch is imported only inside them, so the
+device-runtime tests also run in a base install without torch (`make test-device`)."""
 
-from pipeline.train.pretrain import PretrainConfig, pretrain
+import pytest
 
 SMALL = dict(data="synthetic:60", backbone="conv4", epochs=6, batch_size=64, lr=0.05, val_episodes=50,
              device="cpu")
@@ -8,7 +9,11 @@ SMALL = dict(data="synthetic:60", backbone="conv4", epochs=6, batch_size=64, lr=
 
 @pytest.fixture(scope="session")
 def pretrained_run(tmp_path_factory):
-    """A short pretraining run on synthetic glyphs, shared by the train and CLI tests."""
+    """A short pretraining run on synthetic glyphs, shared by the train and CLI tests (skipped where torch is
+    not installed: the device-runtime suite of `make test-device`)."""
+    pytest.importorskip("torch", reason="training needs the train extra")
+    from pipeline.train.pretrain import PretrainConfig, pretrain
+
     out = tmp_path_factory.mktemp("pretrain") / "run"
     result = pretrain(PretrainConfig(out=str(out), **SMALL))
     return out, result

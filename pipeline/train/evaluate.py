@@ -11,7 +11,8 @@ images the episodes use), then each episode is scored on features:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +60,23 @@ class EvalResult:
     queries: int
     method: str
     metric: str = "accuracy"  # "mse" for regression: then `accuracy` holds the mean squared error
+    # the score of every episode, in episode order: what paired comparisons of two methods on the same
+    # episodes need (the mean alone cannot tell a systematic difference from episode noise)
+    per_episode: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+    @classmethod
+    def of_episodes(cls, scores: torch.Tensor | Sequence[float], cfg: EvalConfig, method: str,
+                    metric: str = "accuracy", ways: int | None = None) -> EvalResult:
+        """Mean ± 95% CI of per-episode `scores` (E,), keeping the scores themselves."""
+        scores = torch.as_tensor(scores, dtype=torch.float64).flatten().cpu()
+        mean, ci95 = mean_ci95(scores)
+        return cls(mean, ci95, int(scores.numel()), cfg.ways if ways is None else ways, cfg.shots, cfg.queries,
+                   method, metric, tuple(scores.tolist()))
 
     def to_dict(self) -> dict:
+        """JSON-ready: `per_episode` as a list, and the mean under the metric's name."""
         data = asdict(self)
+        data["per_episode"] = list(self.per_episode)
         data[self.metric] = data.pop("accuracy")
         return data
 
@@ -115,8 +130,7 @@ def score_episodes(features: torch.Tensor, support_index: torch.Tensor, query_in
             logits = finetune_logits(support, query, cfg.ways, cfg.finetune_steps, cfg.finetune_lr)
         accuracies.append((logits.argmax(-1) == query_labels).float().mean(-1).cpu())
         on_step("episodes", part.stop, support_index.shape[0], {})
-    mean, ci95 = mean_ci95(torch.cat(accuracies))
-    return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, cfg.method)
+    return EvalResult.of_episodes(torch.cat(accuracies), cfg, cfg.method)
 
 
 def evaluate_backbone(backbone: nn.Module, data: ClassImages, cfg: EvalConfig, device: torch.device,

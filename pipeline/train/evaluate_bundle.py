@@ -20,7 +20,7 @@ from device_runtime import Bundle
 from device_runtime.adapter import init_head, step_sizes
 from pipeline.data import ClassImages, load_data
 from pipeline.errors import DataError
-from pipeline.train.common import StepCallback, mean_ci95, no_progress, normalize
+from pipeline.train.common import StepCallback, no_progress, normalize
 from pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 
 
@@ -36,8 +36,7 @@ def evaluate_bundle(path: str | Path, data_spec: str | None, cfg: EvalConfig, st
     steps = bundle.manifest["adapt"]["steps"] if steps is None else steps
     accuracies = [_score(bundle, deque(_trajectory(bundle, support, cfg, steps), maxlen=1)[0], query, cfg)
                   for support, query in _episode_features(bundle, data, cfg, on_step)]
-    mean, ci95 = mean_ci95(torch.tensor(accuracies))
-    return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, "bundle"), data_spec, which
+    return EvalResult.of_episodes(accuracies, cfg, "bundle"), data_spec, which
 
 
 def bundle_step_curve(path: str | Path, data_spec: str | None, cfg: EvalConfig, steps: int | None = None,
@@ -49,8 +48,7 @@ def bundle_step_curve(path: str | Path, data_spec: str | None, cfg: EvalConfig, 
     per_episode = [[_score(bundle, head, query, cfg) for head in _trajectory(bundle, support, cfg, steps)]
                    for support, query in _episode_features(bundle, data, cfg, on_step)]  # (E, S+1)
     per_step = torch.tensor(per_episode).T
-    results = [EvalResult(*mean_ci95(row), cfg.episodes, cfg.ways, cfg.shots, cfg.queries, "bundle")
-               for row in per_step]
+    results = [EvalResult.of_episodes(row, cfg, "bundle") for row in per_step]
     return results, data_spec, which
 
 

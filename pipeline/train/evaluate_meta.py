@@ -16,7 +16,7 @@ from pipeline.algorithms.base import TaskBatch, batch_outputs, query_metrics
 from pipeline.algorithms.learner import MetaLearner
 from pipeline.data.class_images import ClassImages
 from pipeline.errors import ConfigError
-from pipeline.train.common import StepCallback, chunks, mean_ci95, no_progress, normalize
+from pipeline.train.common import StepCallback, chunks, no_progress, normalize
 from pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 
 
@@ -31,9 +31,8 @@ def evaluate_learner(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, s
                 _, acc = query_metrics(learner, batch_outputs(learner, p, batch, steps, first_order=True),
                                        batch.query_labels)
             accuracies.append(acc.cpu())
-    mean, ci95 = mean_ci95(torch.cat(accuracies))
     method = "prototype" if learner.spec.adapt == "proto" else "adapt"
-    return EvalResult(mean, ci95, cfg.episodes, cfg.ways, cfg.shots, cfg.queries, method)
+    return EvalResult.of_episodes(torch.cat(accuracies), cfg, method)
 
 
 def learner_step_curve(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, steps: int, device: torch.device,
@@ -55,7 +54,7 @@ def learner_step_curve(learner: MetaLearner, data: ClassImages, cfg: EvalConfig,
             correct = outputs.argmax(-1) == batch.query_labels[:, None]  # (E, S+1, Q)
             accuracies.append(correct.float().mean(-1).T.cpu())
     per_step = torch.cat(accuracies, dim=1)
-    return [EvalResult(*mean_ci95(row), cfg.episodes, cfg.ways, cfg.shots, cfg.queries, "adapt") for row in per_step]
+    return [EvalResult.of_episodes(row, cfg, "adapt") for row in per_step]
 
 
 @contextlib.contextmanager
@@ -92,5 +91,4 @@ def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, devic
     p = {n: t.detach() for n, t in learner.state_params().items()}
     with torch.no_grad():
         loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, steps, True), batch.query_labels)
-    mean, ci95 = mean_ci95(loss.cpu())
-    return EvalResult(mean, ci95, cfg.episodes, 1, cfg.shots, cfg.queries, "adapt", metric="mse")
+    return EvalResult.of_episodes(loss, cfg, "adapt", metric="mse", ways=1)

@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest, write_support
 from tests.png_check import assert_drawn_png
+from tests.tolerance import assert_float_close
 
 runner = CliRunner()
 CLASSES = ["circle", "square", "star"]
@@ -47,7 +48,7 @@ def test_predict_json_gives_label_and_probabilities_per_image(adapted):
     for record in records:
         assert set(record["probabilities"]) == set(CLASSES)
         assert record["probability"] == max(record["probabilities"].values())
-        assert abs(sum(record["probabilities"].values()) - 1) < 1e-5
+        assert_float_close(sum(record["probabilities"].values()), 1.0)
 
 
 def test_predict_prints_one_line_per_image(adapted):

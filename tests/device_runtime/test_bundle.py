@@ -16,6 +16,7 @@ from tests.device_runtime.bundle_factory import (
     replace_file,
     write_manifest,
 )
+from tests.tolerance import assert_float_close
 
 HASHED = ("embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz")
 
@@ -42,7 +43,7 @@ def test_embed_is_the_graph_batched_in_any_batch_size(bundle_dir):
     bundle = Bundle.load(bundle_dir)
     images = np.random.default_rng(0).standard_normal((10, 1, 16, 16)).astype(np.float32)
     reference = images.reshape(10, -1) @ projection()
-    assert np.allclose(bundle.embed(images), reference, atol=1e-5)
+    assert_float_close(bundle.embed(images), reference)
     assert np.array_equal(bundle.embed(images, batch_size=3), bundle.embed(images, batch_size=64))
     assert bundle.embed(images[:0]).shape == (0, DIM)
 

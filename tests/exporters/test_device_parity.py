@@ -12,6 +12,7 @@ from pipeline.train.checkpoint import load_checkpoint
 from pipeline.train.evaluate import EvalConfig
 from pipeline.train.evaluate_ckpt import evaluate_checkpoint
 from pipeline.train.meta_train import MetaTrainConfig, meta_train
+from tests.tolerance import assert_equivalent, assert_float_close
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=3, iterations=4, val_every=4,
             val_episodes=4, device="cpu")
@@ -45,8 +46,8 @@ def test_the_adapter_reaches_the_parameters_of_the_trainers_inner_adapt(mtl_bund
                             first_order=True)
     assert feats.shape[1] == bundle.feature_dim
     weight, bias = adapter.head
-    assert np.abs(weight - want["head.weight"].numpy()).max() < 1e-5
-    assert np.abs(bias - want["head.bias"].numpy()).max() < 1e-5
+    assert_float_close(weight, want["head.weight"])
+    assert_float_close(bias, want["head.bias"])
 
 
 def test_evaluating_the_bundle_agrees_with_the_checkpoint_on_the_same_episodes(mtl_bundle):
@@ -55,7 +56,7 @@ def test_evaluating_the_bundle_agrees_with_the_checkpoint_on_the_same_episodes(m
     on_ckpt = evaluate_checkpoint(str(run), None, cfg, "cpu").result
     on_bundle = evaluate_checkpoint(str(bundle_path), None, cfg, "cpu").result
     assert on_bundle.method == "bundle" and on_ckpt.method == "adapt"
-    assert abs(on_ckpt.accuracy - on_bundle.accuracy) <= 0.002, (on_ckpt.accuracy, on_bundle.accuracy)
+    assert_equivalent(on_bundle.per_episode, on_ckpt.per_episode, margin=0.005)
 
 
 def test_a_pretrained_bundle_at_zero_steps_is_the_prototype_classifier(pretrained_run, tmp_path):
@@ -63,7 +64,8 @@ def test_a_pretrained_bundle_at_zero_steps_is_the_prototype_classifier(pretraine
     cfg = EvalConfig(ways=5, shots=2, queries=5, episodes=200)
     prototypes = evaluate_checkpoint(str(pretrained_run[0]), None, cfg, "cpu").result
     bundle = evaluate_checkpoint(str(tmp_path / "b"), None, cfg, "cpu", steps=0).result
-    assert bundle.accuracy == pytest.approx(prototypes.accuracy, abs=1e-9)
+    # W = 2μ, b = −‖μ‖² ranks classes as −‖q − μ‖² does: the same predictions up to float ties
+    assert_equivalent(bundle.per_episode, prototypes.per_episode, margin=0.005)
 
 
 @pytest.fixture(scope="module", params=["anil", "protonet"])
@@ -81,7 +83,7 @@ def test_batch_statistics_bundles_evaluate_as_their_checkpoints(batch_statistics
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=200)
     on_ckpt = evaluate_checkpoint(str(run), None, cfg, "cpu").result
     on_bundle = evaluate_checkpoint(str(bundle_path), None, cfg, "cpu").result
-    assert abs(on_ckpt.accuracy - on_bundle.accuracy) <= 0.002, (on_ckpt.accuracy, on_bundle.accuracy)
+    assert_equivalent(on_bundle.per_episode, on_ckpt.per_episode, margin=0.005)
 
 
 def test_the_adapter_embeds_a_batch_statistics_support_set_as_one_batch(batch_statistics_bundle, tmp_path):
@@ -102,10 +104,11 @@ def test_the_adapter_embeds_a_batch_statistics_support_set_as_one_batch(batch_st
     reloaded.add_examples("class4", images[8:])
     reloaded.adapt()
     weight, bias = reloaded.head
-    assert np.abs(weight - fast["head.weight"].numpy()).max() < 1e-4, algorithm
-    assert np.abs(bias - fast["head.bias"].numpy()).max() < 1e-4
+    # batch statistics: onnxruntime's and torch's mean/var over the batch round differently, and 1/σ amplifies it
+    assert_float_close(weight, fast["head.weight"], ulps=1024, err_msg=algorithm)
+    assert_float_close(bias, fast["head.bias"], ulps=1024, err_msg=algorithm)
     _, probs = reloaded.predict(images[:6])
-    assert np.abs(probs - want).max() < 1e-4
+    assert_float_close(probs, want, ulps=1024, err_msg=algorithm)
     with pytest.raises(DataError, match="batch statistics.*at least 2 images"):
         reloaded.predict(images[:1])
 
@@ -127,5 +130,5 @@ def test_meta_sgd_ships_its_learned_step_sizes_and_the_adapter_uses_them(tmp_pat
     with torch.no_grad():
         want = dm.learner.adapt(p, torch.from_numpy(images), torch.arange(3).repeat_interleave(2), 3, dm.steps,
                                 first_order=True)
-    assert np.abs(adapter.head[0] - want["head.weight"].numpy()).max() < 1e-5
-    assert np.abs(adapter.head[1] - want["head.bias"].numpy()).max() < 1e-5
+    assert_float_close(adapter.head[0], want["head.weight"])
+    assert_float_close(adapter.head[1], want["head.bias"])

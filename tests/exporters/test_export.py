@@ -15,6 +15,7 @@ from pipeline.algorithms.inner import inner_adapt
 from pipeline.errors import CheckpointError
 from pipeline.train.checkpoint import load_checkpoint
 from pipeline.train.meta_train import MetaTrainConfig, meta_train
+from tests.tolerance import assert_float_close, float_tolerance
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=2, iterations=2, val_every=2,
             val_episodes=4, device="cpu")
@@ -39,7 +40,7 @@ def test_a_pretrained_checkpoint_exports_a_checked_bundle_with_hashes(pretrained
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
         assert "BatchNormalization" not in {n.op_type for n in model.graph.node}  # folded into the convs
         assert [i.name for i in model.graph.input] == [i["name"] for i in manifest["graphs"][name]["inputs"]]
-    assert max(report.parity.values()) < 1e-4
+    assert max(report.parity.values()) < float_tolerance(ulps=1024)["rtol"]  # relative to each output's scale
     assert sum(report.files.values()) < 1_000_000  # a Conv-4 bundle fits in 1 MB
 
 
@@ -74,9 +75,9 @@ def test_k_onnx_steps_match_the_trainers_inner_adapt(mtl_run, tmp_path, ways, ex
     for _ in range(5):
         w, b, _ = session.run(None, {"weight": w, "bias": b, "features": feats.numpy(), "labels": labels.numpy(),
                                      "lr_weight": lr["head.weight"].numpy(), "lr_bias": lr["head.bias"].numpy()})
-    assert np.abs(w - want["head.weight"].numpy()).max() < 1e-5
-    assert np.abs(b - want["head.bias"].numpy()).max() < 1e-5
-    assert report.parity["adapt_step.new_weight"] < 1e-5
+    assert_float_close(w, want["head.weight"])
+    assert_float_close(b, want["head.bias"])
+    assert report.parity["adapt_step.new_weight"] < float_tolerance(ulps=64)["rtol"]
     assert adapt_step_fn(dm)  # the graph came from the same inner_step
 
 
@@ -89,7 +90,8 @@ def test_a_body_adapting_checkpoint_is_refused_with_the_reason_and_ships_frozen_
     report = export_bundle(out, tmp_path / "b", adapt="head")  # MAML's transductive BatchNorm ships as is
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["batch_statistics"] is True and manifest["producer"]["algorithm"] == "maml"
-    assert report.parity["embed.features"] < 1e-4  # batch statistics of a second batch size agree too
+    # the batch statistics of a second batch size agree too
+    assert report.parity["embed.features"] < float_tolerance(ulps=1024)["rtol"]
     embed = onnx.load(tmp_path / "b" / "embed.onnx")
     assert "ReduceMean" in {n.op_type for n in embed.graph.node}  # statistics computed from the batch
 

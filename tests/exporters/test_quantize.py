@@ -10,6 +10,7 @@ from exporters.bundle_export import export_bundle
 from pipeline.errors import ConfigError
 from pipeline.train.evaluate import EvalConfig
 from pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from tests.tolerance import assert_no_worse
 
 
 def test_an_int8_bundle_is_standard_onnx_smaller_and_as_accurate(pretrained_run, tmp_path):
@@ -27,7 +28,8 @@ def test_an_int8_bundle_is_standard_onnx_smaller_and_as_accurate(pretrained_run,
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=300)
     on_float = evaluate_checkpoint(str(tmp_path / "f32"), None, cfg, "cpu").result
     on_int8 = evaluate_checkpoint(str(tmp_path / "int8"), None, cfg, "cpu").result
-    assert abs(on_float.accuracy - on_int8.accuracy) <= 0.01, (on_float.accuracy, on_int8.accuracy)
+    # the claim is one-sided: int8 loses at most a point against float on the same episodes (gaining is fine)
+    assert_no_worse(on_int8.per_episode, on_float.per_episode, margin=0.01)
 
 
 def test_an_unknown_quantization_is_refused_before_anything_is_written(pretrained_run, tmp_path):

@@ -21,7 +21,7 @@ def test_reptile_moves_theta_by_epsilon_towards_the_mean_adapted_weights(batch):
     target, _ = adapted_mean(learner, batch, hp)
     singles = [adapted_mean(learner, batch.part(slice(b, b + 1)), hp)[0] for b in range(len(batch))]
     for name, value in target.items():  # vmapped mean == mean of tasks adapted one by one
-        assert torch.allclose(value, sum(s[name] for s in singles) / len(batch), atol=1e-12), name
+        torch.testing.assert_close(value, sum(s[name] for s in singles) / len(batch), msg=name)
         # adaptation moved the body's weights; the shared class vector gets no Reptile update (the
         # class-mean of a softmax head's gradient is zero), which is why Reptile pairs with proto init
         if name.startswith("body.") and name.endswith("weight"):
@@ -30,7 +30,7 @@ def test_reptile_moves_theta_by_epsilon_towards_the_mean_adapted_weights(batch):
     reptile_update(learner, batch, [torch.optim.SGD(learner.parameters(), lr=epsilon)], hp)
     for name, theta in before.items():
         expected = theta + epsilon * (target[name] - theta)
-        assert torch.allclose(learner.get_parameter(name), expected, atol=1e-12), name
+        torch.testing.assert_close(learner.get_parameter(name), expected, msg=name)
 
 
 def _joint_learner(meta_learner):
@@ -46,7 +46,7 @@ def test_joint_with_beta_one_is_its_meta_learner(batch, meta_learner):
     meta_update = get_algorithm(meta_learner).update
     meta_update(alone, batch, joint_optimizers(alone, 0.01, hp)[:1], hp)
     for name, tensor in shared_parameters(alone).items():
-        assert torch.allclose(joint.get_parameter(name), tensor, atol=1e-12), name
+        torch.testing.assert_close(joint.get_parameter(name), tensor, msg=name)
 
 
 def test_joint_with_beta_zero_is_plain_transfer(batch):
@@ -56,7 +56,7 @@ def test_joint_with_beta_zero_is_plain_transfer(batch):
     joint_update(joint, batch, joint_optimizers(joint, 0.01, hp), hp)
     transfer_update(alone, batch, joint_optimizers(alone, 0.01, hp)[1])
     for name, tensor in shared_parameters(alone).items():
-        assert torch.allclose(joint.get_parameter(name), tensor, atol=1e-12), name
+        torch.testing.assert_close(joint.get_parameter(name), tensor, msg=name)
 
 
 def test_joint_with_half_beta_lies_between(batch):
@@ -68,7 +68,7 @@ def test_joint_with_half_beta_lies_between(batch):
         joint_update(learner, batch, joint_optimizers(learner, 0.01, hp), hp)
     for name in shared_parameters(half):
         mid = 0.5 * meta.get_parameter(name) + 0.5 * transfer.get_parameter(name)
-        assert torch.allclose(half.get_parameter(name), mid, atol=1e-12), name
+        torch.testing.assert_close(half.get_parameter(name), mid, msg=name)
 
 
 @pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"mtl", "joint"}))
