@@ -7,7 +7,8 @@ DEVICE_VENV = runs/device-venv
 # The device-runtime tests run again in a base install (no torch) on the newest Python this machine has.
 DEVICE_PYTHON ?= $(shell .ci/newest-python)
 DEVICE_TEST_VENV ?= .venv-device
-DEVICE_TESTS = tests/device_runtime tests/cli/test_device_cli.py
+DEVICE_TESTS = tests/device_runtime tests/cli/test_device_cli.py $(addprefix tests/bad_inputs/,test_bundles.py \
+	test_device.py test_hostile_bundles.py test_stderr.py test_nothing_lost.py)
 
 .PHONY: install demo test test-device clean
 

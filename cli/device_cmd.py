@@ -5,15 +5,15 @@ Nothing here needs torch; `device_runtime` is imported inside the commands, so `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from cli.errors import handle_errors
+from cli.errors import handle_errors, one_line
 
 if TYPE_CHECKING:
     from device_runtime.bundle import Bundle
@@ -23,8 +23,9 @@ console = Console()
 
 def say(line: str) -> None:
     """One line of plain output: never wrapped at the terminal's width (one line per image stays one line
-    for a script to read) and never parsed as rich markup (a class folder may be named "[draft]")."""
-    console.print(line, highlight=False, soft_wrap=True, markup=False)
+    for a script to read), never parsed as rich markup (a class folder may be named "[draft]"), and control
+    characters in names written as escapes."""
+    console.print(one_line(line), highlight=False, soft_wrap=True, markup=False)
 
 
 bundle_app = typer.Typer(no_args_is_help=True, help="Check or describe a deploy bundle (directory or .mtlb).")
@@ -48,8 +49,11 @@ def adapt(
 ) -> None:
     """Learn new classes from a few labelled images per class, on this machine, without torch."""
     from device_runtime import Adapter, Bundle
+    from device_runtime.adapted_state import ADAPTED_JSON
+    from device_runtime.atomic import check_output
     from device_runtime.preprocess import image_folders
 
+    check_output(out, "--out", directory=True, marker=ADAPTED_JSON)  # before the work, not after it
     adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
     for name, images in image_folders(support).items():
         adapter.add_examples(name, images)
@@ -71,7 +75,7 @@ def predict(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Classify images with an adapted state: the label and its probability per image."""
-    from device_runtime import Adapter
+    from device_runtime import Adapter, jsonio
     from device_runtime.atomic import check_png_target
     from device_runtime.contact_sheet import save_contact_sheet
 
@@ -86,7 +90,7 @@ def predict(
     if show is not None:
         save_contact_sheet(show, images, labels, [r["probability"] for r in records])
     if as_json:
-        typer.echo(json.dumps(records))
+        typer.echo(jsonio.dumps(records))
         return
     for record in records:
         say(f"{record['image']}: {record['label']} ({100 * record['probability']:.1f}%)")
@@ -100,9 +104,14 @@ def verify(bundle: BundleArg, key: KeyOpt = None) -> None:
     from device_runtime import Bundle
 
     loaded = Bundle.load(bundle, key=key)
-    signed = f", signature verified with {key}" if key is not None else ""
+    if key is not None:
+        signature = f"signature verified with {key}"
+    elif loaded.signature is not None:
+        signature = "signature NOT checked (it carries manifest.sig: pass --key PUBLIC_KEY, with the 'sign' extra)"
+    else:
+        signature = "not signed"
     say(f"ok: {bundle} ({loaded.manifest['schema']}, {len(loaded.files)} files verified, "
-        f"{len(loaded.graphs)} graphs load in onnxruntime{signed})")
+        f"{len(loaded.graphs)} graphs load in onnxruntime); {signature}")
 
 
 @handle_errors
@@ -129,7 +138,7 @@ def _manifest_table(bundle: Bundle) -> Table:
             "opset": str(m["opset"]),
             "init": ", ".join(f"{k} {v}" for k, v in m["init"]["arrays"].items()) or "(none)"}
     for key, value in rows.items():
-        table.add_row(key, value)
+        table.add_row(key, _cell(value))
     return table
 
 
@@ -147,8 +156,14 @@ def _graphs_table(bundle: Bundle) -> Table:
         io = ["\n".join(f"{t['name']} {t['dtype']} [{', '.join(map(str, t['shape']))}]" for t in spec[side])
               for side in ("inputs", "outputs")]
         ops = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in sorted(info.op_types.items()))
-        table.add_row(f"{name}\n({spec['file']})", *io, ops)
+        table.add_row(f"{name}\n({_cell(spec['file'])})", *map(_cell, io), _cell(ops))
     return table
+
+
+def _cell(text: str) -> str:
+    """A table cell from bundle content: no markup (a producer string may hold "[red]"), newlines only where the
+    table itself puts them, at most 300 characters a line."""
+    return "\n".join(escape(one_line(line, 300)) for line in text.split("\n"))
 
 
 bundle_app.command("verify")(verify)

@@ -17,10 +17,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 stderr = Console(stderr=True)
 
 
+MAX_MESSAGE = 1000  # characters: a message quoting hostile input (a 1 MB string in a manifest) stays readable
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """`text` on one line: control characters (a newline in a folder name) written as escapes, e.g. \\n;
+    with `limit`, cut to that many characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print `error: message` on stderr and return the Exit to raise. The message is escaped: it names
-    user files and classes, and a folder named "[red]cats" must be printed as it is, not as markup."""
-    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print `error: message` on stderr, as ONE line, and return the Exit to raise. The message is escaped: it
+    names user files and classes, and a folder named "[red]cats" must be printed as it is, not as markup."""
+    stderr.print(f"[bold red]error:[/] {escape(one_line(message, MAX_MESSAGE))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -44,6 +55,9 @@ def handle_errors(command: F) -> F:
                 raise fail(f"this command needs the training extra ({exc.name} is not installed): "
                            "pip install 'mtl[train]'") from None
             raise
+        except OSError as exc:  # the machine, not mtl: a full disk, a read-only or vanished path
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}") from None
 
     return wrapper  # type: ignore[return-value]
 

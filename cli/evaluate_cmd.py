@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,7 +61,9 @@ def evaluate(
     if as_json:
         extra = {} if curve is None else {"plot": str(plot), "curve": [
             {"steps": k, "accuracy": x.accuracy, "ci95": x.ci95} for k, x in enumerate(curve.results)]}
-        typer.echo(json.dumps({**ev.result.to_dict(), "data": ev.data, "classes": ev.classes,
+        from device_runtime import jsonio
+
+        typer.echo(jsonio.dumps({**ev.result.to_dict(), "data": ev.data, "classes": ev.classes,
                                "checkpoint": ev.checkpoint, **extra}))
         return
     _print(ev)

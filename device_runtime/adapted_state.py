@@ -3,26 +3,30 @@
 `bundle.mtlb` (the bundle, so the directory is self-contained), `state.npz` (`weight` (N, D), `bias`
 (N,), support `features` (M, D), `labels` (M,), and for a bundle with batch statistics the
 normalised support `images` (M, C, H, W), embedded again when a class is added) and `adapted.json`
-(class names in label order, steps, lr, losses, final loss, the sha256 of `bundle.mtlb`).
+(class names in label order, steps, lr, losses, final loss, the sha256 of `bundle.mtlb` and of `state.npz`).
+Both hashes are checked before either file is used; every file is read with a size cap.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from device_runtime import jsonio
 from device_runtime.adapter import AdaptResult
+from device_runtime.archive import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES
 from device_runtime.atomic import replace_dir, write_files
 from device_runtime.bundle import Bundle
 from device_runtime.errors import BundleError
+from device_runtime.files import read_regular
 
-SCHEMA = "mtl-adapted/1"
+SCHEMA = "mtl-adapted/2"  # /1 carried no hash of state.npz
+MAX_STATE_BYTES = 4 << 30
 ADAPTED_JSON, STATE, BUNDLE = "adapted.json", "state.npz", "bundle.mtlb"
 
 
@@ -33,9 +37,10 @@ def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarra
     state = io.BytesIO()
     extra = {} if images is None else {"images": images.astype(np.float32)}
     np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64), **extra)
-    meta = {"schema": SCHEMA, **result.to_dict(), "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest()}
+    meta = {"schema": SCHEMA, **result.to_dict(), "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest(),
+            "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
     files = {BUNDLE: bundle_bytes, STATE: state.getvalue(),
-             ADAPTED_JSON: (json.dumps(meta, indent=2) + "\n").encode("utf-8")}
+             ADAPTED_JSON: (jsonio.dumps(meta, indent=2) + "\n").encode("utf-8")}
     replace_dir(path, lambda tmp: write_files(tmp, files), marker=ADAPTED_JSON)
 
 
@@ -44,38 +49,44 @@ def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray
     if not (path / ADAPTED_JSON).is_file():
         raise BundleError(f"{path} is not an adapted state (no {ADAPTED_JSON}); create one with mtl adapt --out")
     meta = _read_meta(path / ADAPTED_JSON)
-    try:
-        bundle_bytes = (path / BUNDLE).read_bytes()
-    except OSError as exc:
-        raise BundleError(f"{path / BUNDLE}: cannot read the bundle copy: {exc}") from None
-    digest = hashlib.sha256(bundle_bytes).hexdigest()
-    if digest != meta["bundle_sha256"]:
-        raise BundleError(f"{path / BUNDLE}: sha256 {digest} does not match {ADAPTED_JSON} "
-                          f"({meta['bundle_sha256']}); the file is corrupt or was changed")
+    bundle_bytes = _read_hashed(path / BUNDLE, MAX_TOTAL_BYTES, meta["bundle_sha256"])
+    state_bytes = _read_hashed(path / STATE, MAX_STATE_BYTES, meta["state_sha256"])
     bundle = Bundle.from_bytes(bundle_bytes, name=str(path / BUNDLE), intra_op_num_threads=threads)
     result = AdaptResult(tuple(meta["classes"]), meta["support"], meta["steps"], meta["lr"],
                          tuple(meta["losses"]), meta["final_loss"])
     spec = bundle.input_spec
     image_shape = (spec.channels, spec.size, spec.size) if bundle.batch_statistics else None
-    state = _read_state(path / STATE, len(result.classes), bundle.feature_dim, image_shape)
+    state = _read_state(state_bytes, path / STATE, len(result.classes), bundle.feature_dim, image_shape)
     return bundle, state, result
 
 
+def _read_hashed(file: Path, limit: int, expected: str) -> bytes:
+    """A file of the adapted state, whose sha256 must be the one `adapted.json` recorded."""
+    data = read_regular(file, limit, "adapted-state file", BundleError)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise BundleError(f"{file}: sha256 {digest} does not match {ADAPTED_JSON} ({expected}); the file is "
+                          "corrupt or was changed")
+    return data
+
+
 def _read_meta(file: Path) -> dict:
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{file}: not valid JSON: {exc}") from None
+    meta = jsonio.loads(read_regular(file, MAX_MANIFEST_BYTES, "adapted-state file", BundleError), str(file),
+                        BundleError)
+    if isinstance(meta, dict) and meta.get("schema") == "mtl-adapted/1":
+        raise BundleError(f"{file}: made by an earlier mtl (mtl-adapted/1, whose state.npz carries no hash); "
+                          "run mtl adapt again")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise BundleError(f"{file}: not an adapted state of schema {SCHEMA!r}")
     checks = {"classes": lambda v: isinstance(v, list) and len(v) >= 2 and len(set(v)) == len(v)
-              and all(isinstance(c, str) and c for c in v),
+              and all(isinstance(c, str) and c and c.isprintable() for c in v),
               "support": lambda v: isinstance(v, int) and v > 0,
               "steps": lambda v: isinstance(v, int) and v >= 0,
               "lr": lambda v: isinstance(v, int | float) and v > 0,
               "losses": lambda v: isinstance(v, list) and all(isinstance(x, int | float) for x in v),
               "final_loss": lambda v: isinstance(v, int | float) and math.isfinite(v),
-              "bundle_sha256": lambda v: isinstance(v, str) and len(v) == 64}
+              "bundle_sha256": lambda v: isinstance(v, str) and len(v) == 64,
+              "state_sha256": lambda v: isinstance(v, str) and len(v) == 64}
     for key, ok in checks.items():
         if key not in meta:
             raise BundleError(f"{file}: missing key {key!r}")
@@ -84,11 +95,12 @@ def _read_meta(file: Path) -> dict:
     return meta
 
 
-def _read_state(file: Path, n: int, dim: int, image_shape: tuple[int, int, int] | None) -> dict[str, np.ndarray]:
-    """`state.npz` → arrays, checked against the class count n, the feature dim and (batch statistics)
+def _read_state(data: bytes, file: Path, n: int, dim: int,
+                image_shape: tuple[int, int, int] | None) -> dict[str, np.ndarray]:
+    """`state.npz` bytes → arrays, checked against the class count n, the feature dim and (batch statistics)
     the shape of one support image."""
     try:
-        with np.load(file, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             state = {key: npz[key] for key in npz.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{file}: not a readable .npz archive: {exc}") from None

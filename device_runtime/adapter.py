@@ -20,6 +20,9 @@ import numpy as np
 
 from device_runtime.bundle import Bundle
 from device_runtime.errors import BundleError, ConfigError, DataError
+from device_runtime.manifest import LIMITS
+
+MAX_STEPS = int(LIMITS["adapt.steps"][1])
 
 Images = np.ndarray | list | tuple
 
@@ -51,17 +54,19 @@ def init_head(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int) 
         return weight, np.full(n, bundle.init["head_bias"].item(), dtype=np.float32)
     if rule == "zero":
         return np.zeros((n, dim), np.float32), np.zeros(n, np.float32)
-    means = np.stack([features[labels == c].mean(axis=0) for c in range(n)]).astype(np.float32)  # (N, D)
-    if bundle.manifest["head"]["type"] == "cosine":
-        return means, np.zeros(n, np.float32)
-    return 2.0 * means, -(means * means).sum(axis=1)
+    with np.errstate(all="ignore"):  # huge features overflow here; `adapt` reports a non-finite head in one line
+        means = np.stack([features[labels == c].mean(axis=0) for c in range(n)]).astype(np.float32)  # (N, D)
+        if bundle.manifest["head"]["type"] == "cosine":
+            return means, np.zeros(n, np.float32)
+        return 2.0 * means, -(means * means).sum(axis=1)
 
 
 def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
     """Step sizes fed to the graph: W (1, D) and b (1,); meta-learned ones (Meta-SGD) scaled by `lr`."""
     if bundle.manifest["adapt"]["learned_lr"]:
         init = bundle.init
-        return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
+        with np.errstate(over="ignore"):  # a huge factor gives inf step sizes, and `adapt` rolls back in one line
+            return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
     return np.full((1, bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
 
 
@@ -100,7 +105,9 @@ class Adapter:
         """Embed a new class's labelled images once: image sources (paths, encoded bytes, Pillow images,
         uint8 arrays) or an already-normalised float batch (K, C, H, W). Call `adapt` afterwards."""
         if not isinstance(class_name, str) or not class_name.strip():
-            raise DataError(f"a class needs a non-empty name, got {class_name!r}")
+            raise DataError(f"a class needs a non-empty name, got {class_name!r:.60}")
+        if not class_name.isprintable():
+            raise DataError(f"class name {class_name!r:.60} has a control character; names are printed one per line")
         if class_name in self._support:
             raise DataError(f"class {class_name!r} was already added ({len(self._support[class_name])} examples); "
                             "class names must be unique")
@@ -149,7 +156,9 @@ class Adapter:
                             f"predict needs at least 2 images in one call, got {len(batch)}")
         _check_finite(batch, "predict: preprocessing", "check the images and the bundle's input mean/std")
         features = self.bundle.embed(batch)
+        _check_finite(features, "predict: embed.onnx", "the bundle's embedding graph is broken")
         probs = self.bundle.predict_proba(weight, bias, features)
+        _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
         classes = self.result.classes
         return [classes[i] for i in probs.argmax(axis=1)], probs
 
@@ -184,8 +193,8 @@ class Adapter:
         adapt = self.bundle.manifest["adapt"]
         steps = adapt["steps"] if steps is None else steps
         lr = (1.0 if adapt["learned_lr"] else adapt["lr"]) if lr is None else lr
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be an integer ≥ 0, got {steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be an integer from 0 to {MAX_STEPS}, got {steps!r:.40}")
         if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
             raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
         return steps, float(lr)

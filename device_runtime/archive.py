@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import io
 import stat
+import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from device_runtime.errors import BundleError
+from device_runtime.files import open_regular, read_regular
 from device_runtime.manifest import MANIFEST, check_member_name
 from device_runtime.signing import SIGNATURE
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB
+MAX_MEMBERS = 64  # a bundle holds 4 or 5 files; zipfile parses every central-directory entry when it opens
+MAX_DIRECTORY_BYTES = 1 << 20
 MAX_MEMBER_BYTES = 2 << 30  # protobuf caps one ONNX file (without external data) at 2 GiB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_RATIO = 200  # float weights deflate by ~1.1×; hundreds of × only comes from padding
@@ -38,15 +43,16 @@ class DirSource:
             path = path / part
             if path.is_symlink():
                 raise BundleError(f"{self.label}: {name} is a symbolic link; a bundle holds plain files only")
-        if not path.is_file():
+        if not path.exists():
             raise BundleError(f"{self.label}: missing file {name}")
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise BundleError(f"{self.label}: cannot read {name}: {exc}") from None
+        return read_regular(path, MAX_MANIFEST_BYTES if name == MANIFEST else MAX_MEMBER_BYTES,
+                            "bundle file", BundleError)
 
     def check_listed(self, names: set[str]) -> None:
         """Extra files in a directory are ignored (never read); only a zip is closed over its manifest."""
+
+    def close(self) -> None:
+        """Nothing is held open between reads."""
 
     def read_optional(self, name: str) -> bytes | None:
         """A file the bundle may hold (the signature): its bytes, or None when absent."""
@@ -55,15 +61,25 @@ class DirSource:
 
 
 class ZipSource:
-    """A `.mtlb` zip held in memory, its central directory checked before anything is decompressed."""
+    """A `.mtlb` zip (bytes in memory, or an open regular file read member by member), its central directory
+    checked before anything is decompressed."""
 
-    def __init__(self, data: bytes, label: str) -> None:
+    def __init__(self, data: bytes | BinaryIO, label: str) -> None:
         self.label = label
+        handle = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
         try:
-            self.zip = zipfile.ZipFile(io.BytesIO(data))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+            _check_directory_size(handle, label)
+            self.zip = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error) as exc:
+            handle.close()
             raise BundleError(f"{label}: not a valid .mtlb zip: {exc}") from None
+        except BundleError:
+            handle.close()
+            raise
         self.members = self._check_members()
+
+    def close(self) -> None:
+        self.zip.close()
 
     def _check_members(self) -> dict[str, zipfile.ZipInfo]:
         members: dict[str, zipfile.ZipInfo] = {}
@@ -118,11 +134,25 @@ def open_source(path: Path) -> DirSource | ZipSource:
         return DirSource(path)
     if not path.exists():
         raise BundleError(f"bundle {path} does not exist")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read bundle {path}: {exc}") from None
-    return ZipSource(data, str(path))
+    return ZipSource(open_regular(path, MAX_TOTAL_BYTES, "bundle", BundleError), str(path))
+
+
+def _check_directory_size(handle: BinaryIO, label: str) -> None:
+    """Refuse, from the end-of-central-directory record alone, a zip whose central directory is far larger than
+    a bundle's: zipfile would parse every entry of it into memory before any other check could run."""
+    handle.seek(0, io.SEEK_END)
+    size = handle.tell()
+    tail_length = min(size, 22 + 0xFFFF)  # the record (22 bytes) and the longest comment
+    handle.seek(size - tail_length)
+    tail = handle.read(tail_length)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise BundleError(f"{label}: not a valid .mtlb zip: no end-of-central-directory record")
+    entries, directory_bytes = struct.unpack("<HI", tail[at + 10:at + 16])
+    if entries > MAX_MEMBERS or directory_bytes > MAX_DIRECTORY_BYTES:
+        raise BundleError(f"{label}: the zip lists {entries} members in a {directory_bytes:,}-byte directory; a "
+                          f"bundle has at most {MAX_MEMBERS}")
+    handle.seek(0)
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
 from device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
 from device_runtime.errors import BundleError, ConfigError, DataError
-from device_runtime.manifest import MANIFEST, input_spec, parse_manifest
+from device_runtime.manifest import MANIFEST, STANDARD_DOMAINS, input_spec, parse_manifest
 from device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
 from device_runtime.preprocess import ImageSource, preprocess
 from device_runtime.signing import SIGNATURE, verify_manifest
@@ -65,13 +65,16 @@ class Bundle:
 
     @classmethod
     def _from_source(cls, source: DirSource | ZipSource, threads: int, key: str | Path | None = None) -> Bundle:
-        manifest_bytes = source.read(MANIFEST)
-        signature = source.read_optional(SIGNATURE)
-        if key is not None:  # first: an unsigned or forged manifest is not even parsed
-            verify_manifest(manifest_bytes, signature, key, source.label)
-        listed = parse_manifest(manifest_bytes)["files"]
-        source.check_listed(set(listed))
-        files = {name: source.read(name) for name in sorted(listed)}
+        try:
+            manifest_bytes = source.read(MANIFEST)
+            signature = source.read_optional(SIGNATURE)
+            if key is not None:  # first: an unsigned or forged manifest is not even parsed
+                verify_manifest(manifest_bytes, signature, key, source.label)
+            listed = parse_manifest(manifest_bytes)["files"]
+            source.check_listed(set(listed))
+            files = {name: source.read(name) for name in sorted(listed)}
+        finally:
+            source.close()
         return cls(manifest_bytes, files, label=source.label, intra_op_num_threads=threads, signature=signature)
 
     @property
@@ -176,6 +179,13 @@ def _graph_info(manifest: dict, name: str, files: dict[str, bytes]) -> GraphInfo
         info = read_graph_info(files[spec["file"]])
     except ProtoError as exc:
         raise BundleError(f"{spec['file']}: not an ONNX model ({exc})") from None
+    if info.external:  # onnxruntime would read it from a path relative to the working directory: no hash covers it
+        raise BundleError(f"{spec['file']}: tensor {info.external[0]!r} keeps its data outside the file (ONNX "
+                          "external data); a bundle must be self-contained")
+    foreign = sorted(info.domains - STANDARD_DOMAINS)
+    if foreign:
+        raise BundleError(f"{spec['file']}: uses operators of the non-standard domain(s) {', '.join(foreign)}; "
+                          f"a bundle holds standard ONNX only")
     for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
         declared = {entry["name"]: entry for entry in spec[side]}
         found = {value.name: value for value in actual}

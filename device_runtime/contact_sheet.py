@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from device_runtime.atomic import atomic_write_bytes
 from device_runtime.errors import DataError
+from device_runtime.files import read_regular
+from device_runtime.preprocess import MAX_IMAGE_BYTES
 
 THUMB = 128  # pixels: the longer side of each image on the sheet
 PAD = 8
@@ -57,11 +60,15 @@ def save_contact_sheet(path: str | Path, images: Sequence[str | Path], labels: S
 def _thumbnail(path: str | Path) -> Image.Image:
     """The image as RGB within THUMB × THUMB (aspect kept). Small images are enlarged (nearest neighbour, so
     a 28-pixel glyph stays crisp). `predict` has read every image already, so a failure here is rare."""
+    data = read_regular(path, MAX_IMAGE_BYTES, "image")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             image.load()
             rgb = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"cannot draw image {path} on the contact sheet: {exc.__class__.__name__}") from None
     scale = THUMB / max(rgb.size)
     size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))

@@ -29,3 +29,8 @@ class CheckpointError(MtlError):
 class BundleError(MtlError):
     """A deploy bundle or an adapted state is missing, corrupt, unsafe or inconsistent with its manifest,
     or on-device adaptation produced non-finite numbers."""
+
+
+class OutputError(MtlError):
+    """An output path cannot be written: under a file, onto a directory, read-only, or a full disk. Whatever was
+    there before is left as it was (every write goes to a temporary file that is renamed into place)."""

@@ -35,6 +35,8 @@ class GraphInfo:
     inputs: tuple[ValueInfo, ...]
     outputs: tuple[ValueInfo, ...]
     op_types: Counter = field(default_factory=Counter)  # "Domain::Op" for non-default domains
+    domains: frozenset[str] = frozenset()  # of every node (subgraphs and functions too) and opset import
+    external: tuple[str, ...] = ()  # tensors whose data the model does not hold (ONNX external data)
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -115,53 +117,108 @@ def _value_info(buf: memoryview) -> ValueInfo:
     return ValueInfo(name, dtype, shape)
 
 
-def _op_type(buf: memoryview) -> str:
-    """NodeProto: 4 op_type, 7 domain."""
-    op, domain = "", ""
-    for number, value in _fields(buf):
-        if number == 4:
-            op = _text(value)
-        elif number == 7:
-            domain = _text(value)
-    return op if domain in ("", "ai.onnx") else f"{domain}::{op}"
+MAX_NESTING = 32  # subgraphs (If / Loop / Scan bodies) inside subgraphs; real models nest one or two deep
 
 
-def _initializer_name(buf: memoryview) -> str:
-    """TensorProto: 8 name."""
-    return next((_text(v) for n, v in _fields(buf) if n == 8), "")
+class _Walk:
+    """Everything a model holds, nested subgraphs and local functions included: the operator types (top-level
+    graph) and domains (anywhere), and every tensor whose data lives OUTSIDE the model's bytes — ONNX external
+    data, which onnxruntime would read from a path relative to the working directory, not from the bundle."""
 
+    def __init__(self) -> None:
+        self.ops: Counter = Counter()
+        self.domains: set[str] = set()
+        self.external: list[str] = []
 
-def _graph(buf: memoryview) -> tuple[list[ValueInfo], list[ValueInfo], Counter]:
-    """GraphProto: 1 node, 5 initializer, 11 input, 12 output. Initializers listed as inputs
-    (IR < 4) are weights, not inputs."""
-    inputs, outputs, ops, weights = [], [], Counter(), set()
-    for number, value in _fields(buf):
-        if number == 1:
-            ops[_op_type(_message(value))] += 1
-        elif number == 5:
-            weights.add(_initializer_name(_message(value)))
-        elif number == 11:
-            inputs.append(_value_info(_message(value)))
-        elif number == 12:
-            outputs.append(_value_info(_message(value)))
-    return [i for i in inputs if i.name not in weights], outputs, ops
+    def graph(self, buf: memoryview, depth: int, top: bool = False) -> tuple[list[ValueInfo], list[ValueInfo]]:
+        """GraphProto: 1 node, 5 initializer, 15 sparse_initializer, 11 input, 12 output. Initializers listed
+        as inputs (IR < 4) are weights, not inputs."""
+        if depth > MAX_NESTING:
+            raise ProtoError(f"subgraphs nested more than {MAX_NESTING} deep")
+        inputs, outputs, weights = [], [], set()
+        for number, value in _fields(buf):
+            if number == 1:
+                self.node(_message(value), depth, top)
+            elif number == 5:
+                weights.add(self.tensor(_message(value)))
+            elif number == 15:
+                self.sparse(_message(value))
+            elif number == 11:
+                inputs.append(_value_info(_message(value)))
+            elif number == 12:
+                outputs.append(_value_info(_message(value)))
+        return [i for i in inputs if i.name not in weights], outputs
+
+    def node(self, buf: memoryview, depth: int, top: bool) -> None:
+        """NodeProto: 4 op_type, 7 domain, 5 attribute → AttributeProto: 5 t, 6 g, 10 tensors, 11 graphs,
+        22 sparse_tensor, 23 sparse_tensors."""
+        op, domain = "", ""
+        for number, value in _fields(buf):
+            if number == 4:
+                op = _text(value)
+            elif number == 7:
+                domain = _text(value)
+            elif number == 5:
+                for a_number, a_value in _fields(_message(value)):
+                    if a_number in (5, 10):
+                        self.tensor(_message(a_value))
+                    elif a_number in (6, 11):
+                        self.graph(_message(a_value), depth + 1)
+                    elif a_number in (22, 23):
+                        self.sparse(_message(a_value))
+        self.domains.add(domain or "ai.onnx")
+        if top:
+            self.ops[op if domain in ("", "ai.onnx") else f"{domain}::{op}"] += 1
+
+    def tensor(self, buf: memoryview) -> str:
+        """TensorProto: 8 name, 13 external_data, 14 data_location (1 = EXTERNAL); returns its name."""
+        name, external = "", False
+        for number, value in _fields(buf):
+            if number == 8:
+                name = _text(value)
+            elif number == 13 or (number == 14 and value != 0):
+                external = True
+        if external:
+            self.external.append(name or "<unnamed>")
+        return name
+
+    def sparse(self, buf: memoryview) -> None:
+        """SparseTensorProto: 1 values, 2 indices (both TensorProto)."""
+        for number, value in _fields(buf):
+            if number in (1, 2):
+                self.tensor(_message(value))
+
+    def function(self, buf: memoryview) -> None:
+        """FunctionProto: 7 node (a model-local function's body)."""
+        for number, value in _fields(buf):
+            if number == 7:
+                self.node(_message(value), 1, False)
 
 
 def read_graph_info(data: bytes) -> GraphInfo:
-    """ModelProto bytes → `GraphInfo`; raises `ProtoError` when they are not an ONNX model."""
+    """ModelProto bytes → `GraphInfo`; raises `ProtoError` when they are not an ONNX model.
+    ModelProto: 1 ir_version, 2 producer_name, 7 graph, 8 opset_import, 20 training_info, 25 functions."""
     ir_version, producer, opsets, graph = None, "", {}, None
+    walk = _Walk()
     for number, value in _fields(memoryview(data)):
         if number == 1 and isinstance(value, int):
             ir_version = value
         elif number == 2:
             producer = _text(value)
         elif number == 7:
-            graph = _graph(_message(value))
+            graph = walk.graph(_message(value), 0, top=True)
         elif number == 8:
             opset = dict(_fields(_message(value)))
             domain = _text(opset.get(1, memoryview(b"")))
             opsets[domain or "ai.onnx"] = int(opset[2]) if isinstance(opset.get(2), int) else 0
+        elif number == 20:  # TrainingInfoProto: 1 initialization, 2 algorithm (GraphProto)
+            for t_number, t_value in _fields(_message(value)):
+                if t_number in (1, 2):
+                    walk.graph(_message(t_value), 1)
+        elif number == 25:
+            walk.function(_message(value))
     if ir_version is None or graph is None or not graph[1]:
         raise ProtoError("no ir_version or no graph with outputs")
-    inputs, outputs, ops = graph
-    return GraphInfo(ir_version, producer, opsets, tuple(inputs), tuple(outputs), ops)
+    inputs, outputs = graph
+    return GraphInfo(ir_version, producer, opsets, tuple(inputs), tuple(outputs), walk.ops,
+                     frozenset(walk.domains | set(opsets)), tuple(walk.external))

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from device_runtime.errors import ConfigError, DataError
+from device_runtime.files import read_regular
 
 # Pillow warns (UserWarning) about damaged metadata, e.g. "Corrupt EXIF data", and then either decodes the
 # pixels or raises; a warning would add a second line to the one-line error (or noise to a success).
@@ -30,6 +31,10 @@ RESIZE_METHODS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 # Modes with 16/32-bit or float samples: Pillow's conversion to L/RGB clips them to 255 (a white image), so
 # they are refused, not silently converted. Every 8-bit mode (1, L, P, RGB, RGBA, LA, CMYK, ...) is converted.
 WIDE_MODES = ("I", "F")
+# What one image may be: a 50-megapixel photo is ~30 MB as JPEG; below Pillow's own decompression-bomb warning
+# (89 M pixels), so a big image is one clean error, never a warning line on stderr.
+MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 64_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
@@ -94,15 +99,26 @@ def convert_image(image: Image.Image, spec: InputSpec) -> np.ndarray:
 
 
 def load_image(source: str | Path | bytes, spec: InputSpec, name: str | None = None) -> np.ndarray:
-    """Decode a file path or raw bytes → uint8 (C, H, W); unreadable input raises `DataError`."""
+    """Decode a file path or raw bytes → uint8 (C, H, W); unreadable input raises `DataError`.
+
+    A path is read only if it is a regular file of at most `MAX_IMAGE_BYTES` (never a FIFO or a device), and
+    an image of more than `MAX_IMAGE_PIXELS` pixels is refused from its header, before it is decoded."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    data = source if isinstance(source, bytes) else read_regular(source, MAX_IMAGE_BYTES, "image")
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-        with handle, Image.open(handle) as image:
+        with warnings.catch_warnings():  # Pillow warns of a possible decompression bomb on open: an error here
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"cannot read image {label}: {image.width}x{image.height} pixels is more than the "
+                                f"{MAX_IMAGE_PIXELS:,} an image may have")
             image.load()
             return convert_image(image, spec)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError,
-            EOFError, struct.error) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            SyntaxError, ValueError, EOFError, struct.error) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"cannot read image {label}: {exc.__class__.__name__}: {_one_line(exc)}") from None
 
 
@@ -149,16 +165,20 @@ def preprocess(sources: Sequence[ImageSource], spec: InputSpec) -> np.ndarray:
 def image_folders(root: str | Path) -> dict[str, list[Path]]:
     """A support directory → {class name: its image files}, one sub-folder per class, both sorted by name.
 
-    Hidden entries are skipped; an empty class folder, a directory without class folders, or two class names
-    that another file system (or a reader) would take for the same one raise `DataError`.
+    Hidden entries are skipped; an empty class folder, a directory without class folders, a class name with a
+    control character (a newline would split every line that names it), or two class names that another file
+    system (or a reader) would take for the same one raise `DataError`. An image name that is not a regular file
+    (a FIFO, a device) is kept, so that reading it names it rather than skipping it in silence.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"support directory {root} does not exist or is not a directory")
     classes = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not folder.name.isprintable():
+            raise DataError(f"class folder {folder.name!r} in {root} has a control character in its name; rename it")
         images = sorted(p for p in folder.iterdir()
-                        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+                        if not p.is_dir() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DataError(f"class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
         same = next((name for name in classes if _fold(name) == _fold(folder.name)), None)

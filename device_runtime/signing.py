@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from device_runtime.errors import BundleError, ConfigError
+from device_runtime.files import read_regular
 
 SIGNATURE = "manifest.sig"
 
@@ -31,10 +32,7 @@ def _crypto() -> tuple[Any, Any, Any]:
 def _key(path: str | Path, private: bool) -> Any:
     _, serialization, ed25519 = _crypto()
     kind = "private" if private else "public"
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {kind} key {path}: {exc.strerror or exc}") from None
+    data = read_regular(path, 64 << 10, f"{kind} key", ConfigError)  # a PEM key is a few hundred bytes
     try:
         key = (serialization.load_pem_private_key(data, password=None) if private
                else serialization.load_pem_public_key(data))

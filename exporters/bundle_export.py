@@ -20,7 +20,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from device_runtime.atomic import replace_dir
+from device_runtime.atomic import check_output, replace_dir
+from device_runtime.manifest import MANIFEST, SCHEMA, STANDARD_DOMAINS
 from device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
 from exporters.deploy_model import DeployModel, deploy_model
 from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
@@ -29,8 +30,6 @@ from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import ConfigError, MtlError
 from pipeline.train.checkpoint import Checkpoint, load_checkpoint
 
-SCHEMA = "mtl-bundle/1"
-STANDARD_DOMAINS = {"", "ai.onnx"}
 TRACE_SIZES = {"B": 2, "N": 5, "M": 10}
 CHECK_SIZES = {"B": 3, "N": 3, "M": 9}
 CALIBRATION_IMAGES, CHECK_IMAGES = 256, 64  # int8 calibration, and images held aside to check it
@@ -82,6 +81,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
         raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if sign is not None:
         check_private_key(sign)  # a bad key fails now, not after the slow export
+    out = _bundle_path(Path(out), single_file)
+    check_output(out, "--out", directory=not single_file, marker=MANIFEST)  # likewise an unwritable --out
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
     specs = graph_specs(dm)
@@ -190,10 +191,14 @@ def _manifest(dm: DeployModel, specs: dict[str, GraphSpec], files: dict[str, byt
     }
 
 
+def _bundle_path(out: Path, single_file: bool) -> Path:
+    """Where the bundle goes: a single file always ends in .mtlb."""
+    return out if not single_file or out.suffix == ".mtlb" else out.with_name(out.name + ".mtlb")
+
+
 def _write(out: Path, files: dict[str, bytes], single_file: bool) -> Path:
     """Write the bundle atomically: one zip renamed into place, or a temp directory swapped in."""
     if single_file:
-        out = out if out.suffix == ".mtlb" else out.with_name(out.name + ".mtlb")
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data in files.items():
@@ -205,5 +210,5 @@ def _write(out: Path, files: dict[str, bytes], single_file: bool) -> Path:
         for name, data in files.items():
             (staging / name).write_bytes(data)
 
-    replace_dir(out, fill, marker="manifest.json")  # an unrelated non-empty directory is never replaced
+    replace_dir(out, fill, marker=MANIFEST)  # an unrelated non-empty directory is never replaced
     return out

@@ -5,9 +5,10 @@ from device_runtime.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_output,
     read_jsonl,
     replace_dir,
 )
 
-__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_jsonl",
-           "replace_dir"]
+__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_output",
+           "read_jsonl", "replace_dir"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from device_runtime.files import read_regular
 from pipeline.errors import ConfigError
 
 T = TypeVar("T")
@@ -15,11 +18,12 @@ T = TypeVar("T")
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML config file; a missing or malformed file raises `ConfigError` naming it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    data = read_regular(path, 1 << 20, "config file", ConfigError)
     try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
@@ -35,13 +39,57 @@ def resolve_config(cls: type[T], toml_path: str | Path | None = None, **override
                               f"valid keys: {', '.join(sorted(names))}")
         values.update(table)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    hints = typing.get_type_hints(cls)
+    where = f"config file {toml_path}: " if toml_path is not None else ""
     for key, value in list(values.items()):
-        if isinstance(value, list):
-            values[key] = tuple(value)
+        values[key] = _typed(key, value, hints[key], where)
     try:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def _typed(key: str, value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against the field's annotation (int, float, bool, str, X | None, tuple[float, ...]), so a
+    TOML `batch_size = 64.0` or `lr = "fast"` fails here, naming the key, instead of deep inside a run."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is tuple and isinstance(value, list | tuple):
+            inner = typing.get_args(option)
+            if (len(inner) == 2 and inner[1] is Ellipsis) or len(inner) == len(value):
+                kinds = [inner[0]] * len(value) if inner[-1] is Ellipsis else list(inner)
+                if all(_fits(v, k) for v, k in zip(value, kinds, strict=True)):
+                    return tuple(float(v) if k is float else v for v, k in zip(value, kinds, strict=True))
+        elif _fits(value, option):
+            return float(value) if option is float else value
+    raise ConfigError(f"{where}{key} must be {_describe(options)}, got {type(value).__name__} {value!r:.60}")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _describe(options: tuple[Any, ...]) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    parts = []
+    for option in options:
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is tuple:
+            parts.append(f"a list of {len(typing.get_args(option))} numbers")
+        else:
+            parts.append(names.get(option, getattr(option, "__name__", str(option))))
+    return " or ".join(parts)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -60,4 +60,4 @@ def test_an_adapted_state_npz_holding_a_pickle_is_refused(tmp_path):
 
     np.savez(tmp_path / "state.npz", weight=np.array([{"run": "code"}], dtype=object))
     with pytest.raises(BundleError, match="state.npz: not a readable .npz archive"):
-        _read_state(tmp_path / "state.npz", 2, 8, None)
+        _read_state((tmp_path / "state.npz").read_bytes(), tmp_path / "state.npz", 2, 8, None)

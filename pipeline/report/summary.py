@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import atomic_write_bytes, atomic_write_text, replace_dir
+from pipeline.atomic import atomic_write_bytes, atomic_write_text, check_output, replace_dir
 from pipeline.errors import ConfigError
 from pipeline.report.plots import CURVES, png, training_curve
 from pipeline.report.runs import RunHistory, read_run
@@ -29,6 +29,7 @@ def write_report(paths: list[Path], out: Path) -> Report:
     """Read every run (all must be valid before anything is written), draw the curves, write report.md."""
     if not paths:
         raise ConfigError("mtl report needs at least one run directory")
+    check_output(out, "--out", directory=True, marker="report.md")
     runs = [read_run(p, name) for p, name in zip(paths, unique_names(paths), strict=True)]
     if out.resolve() in {r.path.resolve() for r in runs}:
         raise ConfigError(f"--out {out} is one of the runs; choose a separate report directory")

@@ -21,10 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from device_runtime.files import read_regular
 from pipeline.atomic import atomic_write_bytes
 from pipeline.errors import CheckpointError
 
 FORMAT = "mtl-checkpoint/1"
+MAX_CHECKPOINT_BYTES = 64 << 30
 # What every tool reads from a checkpoint's JSON, by kind: checked once at load, not as KeyErrors later.
 REQUIRED_META = {"pretrain": ("config", "model", "input", "splits"),
                  "meta-train": ("config", "learner", "input", "splits", "inner_steps")}
@@ -59,18 +61,15 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
             if (path / name).is_file():
                 return path / name
         raise CheckpointError(f"run directory {path} holds no checkpoint (best.safetensors / last.safetensors)")
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    return path
+    return path  # not a regular file (a FIFO, a device): `load_checkpoint` names it
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`; anything else raises `CheckpointError`."""
     path = resolve_checkpoint_path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    raw = read_regular(path, MAX_CHECKPOINT_BYTES, "checkpoint", CheckpointError)
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")

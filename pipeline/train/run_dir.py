@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, check_output, read_jsonl
 from pipeline.errors import ConfigError
 from pipeline.train.checkpoint import load_checkpoint
 
@@ -36,21 +36,28 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
-        self.path, self.config = Path(path), config
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"--out {self.path} exists and is not a directory")
+        self.path, self.config, self.resume = Path(path), config, resume
+        check_output(self.path, "--out", directory=True)  # under a file, or not writable: before any work
         if resume:
             self._check_resume(config)
-        elif self.last.exists() or self.config_path.exists():
+        elif self.last.exists():
             raise ConfigError(f"{self.path} already holds a run; pass --resume to continue it or choose "
                               "another --out")
 
     def create(self) -> None:
         """Make the directory and write the resolved configuration into it. Temporaries that a killed
-        writer left (`.NAME.*.tmp`, never read) are removed: one run writes a run directory at a time."""
+        writer left (`.NAME.*.tmp`, never read) are removed: one run writes a run directory at a time.
+
+        A new run may take over a directory whose run stopped before its first checkpoint (config.json, maybe
+        a metrics row, no last.safetensors): there is nothing in it to resume, and refusing it would block the
+        corrected rerun of a run that failed."""
+        with_checkpoint = self.last.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         for stale in self.path.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
+        if not self.resume and not with_checkpoint:
+            self.metrics_path.unlink(missing_ok=True)
+            self.best.unlink(missing_ok=True)
         atomic_write_json(self.config_path, self.config)
 
     @classmethod

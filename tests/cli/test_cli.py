@@ -33,6 +33,17 @@ def test_evaluate_json_prints_one_object_with_the_protocol(pretrained_run):
     assert 0.2 < payload["accuracy"] <= 1.0
 
 
+def _strict(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_evaluate_json_of_one_episode_is_strict_json_with_a_null_interval(pretrained_run):
+    result = runner.invoke(app, ["evaluate", str(pretrained_run[0]), "--episodes", "1", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout, parse_constant=_strict)  # one episode has no CI: null, never NaN
+    assert payload["ci95"] is None and payload["episodes"] == 1
+
+
 def test_evaluate_human_output_shows_the_interval(pretrained_run):
     out, _ = pretrained_run
     result = runner.invoke(app, ["evaluate", str(out), "--episodes", "30", "--device", "cpu", "-q"])

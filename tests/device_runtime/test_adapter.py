@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 import device_runtime.adapted_state as adapted_state
 from device_runtime import Adapter, Bundle, BundleError, ConfigError, DataError
+from device_runtime.errors import OutputError
 from tests.device_runtime.bundle_factory import DIM, write_bundle
 from tests.tolerance import assert_float_close
 
@@ -126,7 +128,7 @@ def test_saving_again_replaces_the_adapted_state_atomically(bundle_dir, glyphs, 
         raise OSError("disk full")
 
     monkeypatch.setattr(adapted_state, "write_files", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="cannot write .*adapted: disk full"):  # one line, nothing lost
         adapter.save(out / "adapted")
     assert {p.name: p.read_bytes() for p in (out / "adapted").iterdir()} == before
     assert [p.name for p in out.iterdir()] == ["adapted"]  # no temporary left behind
@@ -203,5 +205,23 @@ def test_the_adapted_state_arrays_are_checked(bundle_dir, glyphs, tmp_path):
     state = tmp_path / "adapted" / "state.npz"
     np.savez(state, weight=np.zeros((3, DIM), np.float32), bias=np.zeros(2, np.float32),
              features=np.zeros((6, DIM), np.float32), labels=np.repeat([0, 1], 3))
+    with pytest.raises(BundleError, match=r"state.npz: sha256 .* does not match adapted.json"):
+        Adapter.load(tmp_path / "adapted")  # an edited state is caught by its hash first
+    rehash(tmp_path / "adapted")
     with pytest.raises(BundleError, match=r"state.npz: weight has shape \(3, 8\), expected \(2, 8\)"):
-        Adapter.load(tmp_path / "adapted")
+        Adapter.load(tmp_path / "adapted")  # and one whose hash was forged too, by its shapes
+
+
+def rehash(adapted):
+    """Make adapted.json vouch for the state.npz that is there now (what an attacker who edits both would do)."""
+    meta = json.loads((adapted / "adapted.json").read_text())
+    meta["state_sha256"] = hashlib.sha256((adapted / "state.npz").read_bytes()).hexdigest()
+    (adapted / "adapted.json").write_text(json.dumps(meta))
+
+
+def test_non_finite_images_are_named_before_they_reach_a_graph(bundle_dir):
+    adapter = Adapter(Bundle.load(bundle_dir))
+    images = np.zeros((2, 1, 16, 16), np.float32)
+    images[1, 0, 3, 3] = np.nan
+    with pytest.raises(DataError, match=r"class 'a': preprocessing gave non-finite values \(NaN or inf\) for image #1"):
+        adapter.add_examples("a", images)

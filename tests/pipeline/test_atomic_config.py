@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.atomic import append_jsonl, atomic_write_bytes, read_jsonl
 from pipeline.config import resolve_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, OutputError
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -15,7 +15,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write .*state.bin: disk full"):  # one line for the CLI
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]  # no temp file left behind
