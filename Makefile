@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/mtl export $(DEMO)/mtl --out $(DEMO)/bundle.mtlb --single-file
 	$(BIN)/mtl evaluate $(DEMO)/bundle.mtlb --ways 5 --shots 1 --episodes 600
 	# device: a torch-free install adapts to 5 classes it never saw, then predicts
-	$(BIN)/python -m pipeline.data.dump $(DEMO)/pretrain --out $(DEMO)/new-classes --ways 5 --shots 5 --queries 2
+	$(BIN)/python -m mtl.pipeline.data.dump $(DEMO)/pretrain --out $(DEMO)/new-classes --ways 5 --shots 5 --queries 2
 	$(PYTHON) -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install --quiet .
 	$(DEVICE_VENV)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch present'"
@@ -52,7 +52,10 @@ test-device:
 	$(DEVICE_PYTHON) -m venv $(DEVICE_TEST_VENV)
 	$(DEVICE_TEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(DEVICE_TEST_VENV)/bin/python -m pip install --quiet '.[device-test]'
-	$(DEVICE_TEST_VENV)/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch present'"
+	cd / && $(abspath $(DEVICE_TEST_VENV))/bin/python -c "import importlib.util as u; \
+		assert u.find_spec('torch') is None, 'torch present'; \
+		assert not [n for n in ('cli', 'pipeline', 'exporters', 'device_runtime') if u.find_spec(n)], 'not under mtl'; \
+		import mtl.device_runtime.bundle"
 	$(DEVICE_TEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(DEVICE_TESTS)
 
 clean:

@@ -67,8 +67,8 @@ class Budget:
 
 def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
     """Train `method` into runs/<method> unless it is already there; returns the run directory."""
-    from pipeline.train.meta_train import MetaTrainConfig, meta_train
-    from pipeline.train.pretrain import PretrainConfig, pretrain
+    from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
+    from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 
     out = runs / method
     if (out / "best.safetensors").is_file():
@@ -91,7 +91,7 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
 
 def export(run: Path, bundles: Path) -> Path:
     """The run's bundle (the head adapts on device; an extractor adapted in training ships frozen)."""
-    from exporters.bundle_export import export_bundle
+    from mtl.exporters.bundle_export import export_bundle
 
     path = bundles / f"{run.name}.mtlb"
     if not path.is_file():
@@ -101,8 +101,8 @@ def export(run: Path, bundles: Path) -> Path:
 
 def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: int, seed: int) -> dict[str, Any]:
     """One grid cell through the device runtime: accuracy ± 95% CI over the seeded episodes."""
-    from pipeline.train.evaluate import EvalConfig
-    from pipeline.train.evaluate_bundle import evaluate_bundle
+    from mtl.pipeline.train.evaluate import EvalConfig
+    from mtl.pipeline.train.evaluate_bundle import evaluate_bundle
 
     start = time.perf_counter()
     result, _, which = evaluate_bundle(bundle, None, EvalConfig(ways, shots, queries, episodes, seed=seed))
@@ -111,7 +111,7 @@ def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: i
 
 
 def test_class_count(bundle: Path) -> int:
-    from device_runtime import Bundle
+    from mtl.device_runtime import Bundle
 
     return len(Bundle.load(bundle).manifest["producer"].get("test_classes", []))
 
@@ -213,7 +213,7 @@ def heat_map(report: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(report: dict[str, Any], out: Path) -> None:
-    from pipeline.atomic import atomic_write_text
+    from mtl.pipeline.atomic import atomic_write_text
 
     atomic_write_text(out / "grid.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "grid.md", markdown(report))

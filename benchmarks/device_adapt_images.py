@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from device_runtime.preprocess import InputSpec
+    from mtl.device_runtime.preprocess import InputSpec
 
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT_DIR = REPO.parent / "shared" / "data" / "omniglot"
@@ -123,7 +123,7 @@ def calibration_images(kind: str, channels: int, png_size: int, spec: InputSpec,
     """Normalised images (count, C, H, W) for int8 calibration, through the device preprocessing: images
     of the workload's kind but never of its measured classes (Omniglot: characters not chosen;
     synthetic: patterns of another seed)."""
-    from device_runtime.preprocess import preprocess
+    from mtl.device_runtime.preprocess import preprocess
 
     if kind == "omniglot":
         drawings = omniglot_drawings(omniglot)

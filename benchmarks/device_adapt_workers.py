@@ -30,8 +30,7 @@ from device_adapt_images import calibration_images, write_images  # noqa: E402  
 
 if TYPE_CHECKING:  # torch is imported lazily: the device worker runs this file and must never load it
     import torch
-
-    from exporters.deploy_model import DeployModel
+    from mtl.exporters.deploy_model import DeployModel
 
 T = TypeVar("T")
 QUERY_BATCH = 25
@@ -117,7 +116,7 @@ def repeat(once: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
 
 def device_worker(job: dict[str, Any]) -> dict[str, Any]:
     """Everything the device does, measured in this torch-free process."""
-    from device_runtime.bundle import Bundle
+    from mtl.device_runtime.bundle import Bundle
 
     imported_mb = rss_mb()
     result = repeat(lambda: device_once(job, lambda: Bundle.load(job["bundle"], intra_op_num_threads=1)),
@@ -130,7 +129,7 @@ def device_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 def device_once(job: dict[str, Any], load: Callable[[], Any]) -> dict[str, Any]:
     """One full pass of the device path; returns its times and what it computed."""
-    from device_runtime.adapter import Adapter
+    from mtl.device_runtime.adapter import Adapter
 
     times: dict[str, Any] = {}
     bundle, times["load_s"] = timed(load)
@@ -156,7 +155,7 @@ def device_adapt(adapter: Any, classes: dict[str, list[str]], steps: int) -> Any
 
 def device_step_time(bundle: Any, features: np.ndarray, labels: np.ndarray, steps: int) -> float:
     """Mean seconds of one `adapt_step.onnx` run on the support features (M, D)."""
-    from device_runtime.adapter import init_head
+    from mtl.device_runtime.adapter import init_head
 
     weight, bias = init_head(bundle, features, labels, int(labels.max()) + 1)
     lr = np.float32(bundle.manifest["adapt"]["lr"])
@@ -175,8 +174,8 @@ def torch_worker(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    import exporters.graphs  # noqa: F401  (imported before the runs: imports are not what is timed)
-    from pipeline.train.checkpoint import load_checkpoint
+    import mtl.exporters.graphs  # noqa: F401  (imported before the runs: imports are not what is timed)
+    from mtl.pipeline.train.checkpoint import load_checkpoint
 
     imported_mb = rss_mb()
     result = repeat(lambda: torch_once(job, lambda: load_checkpoint(job["checkpoint"])), job["repeats"])
@@ -186,7 +185,7 @@ def torch_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 def torch_once(job: dict[str, Any], load: Callable[[], Any]) -> dict[str, Any]:
     """One full pass of the PyTorch path; returns its times and what it computed."""
-    from exporters.deploy_model import deploy_model
+    from mtl.exporters.deploy_model import deploy_model
 
     times: dict[str, Any] = {}
     dm, times["load_s"] = timed(lambda: deploy_model(load()))
@@ -205,9 +204,8 @@ def torch_once(job: dict[str, Any], load: Callable[[], Any]) -> dict[str, Any]:
 def torch_images(dm: DeployModel, paths: list[str]) -> torch.Tensor:
     """PNG files → normalised float32 (B, C, H, W): Pillow decode as in training, then `normalize`."""
     import torch
-
-    from pipeline.data import load_image
-    from pipeline.train.common import normalize
+    from mtl.pipeline.data import load_image
+    from mtl.pipeline.train.common import normalize
 
     return normalize(torch.from_numpy(np.stack([load_image(p, dm.input_spec) for p in paths])), dm.input_spec)
 
@@ -230,7 +228,7 @@ def torch_labels(classes: dict[str, list[str]]) -> torch.Tensor:
 
 def torch_step_time(dm: DeployModel, features: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
     """Mean seconds of one eager `adapt_step_fn` call on the support features (M, D)."""
-    from exporters.graphs import adapt_step_fn
+    from mtl.exporters.graphs import adapt_step_fn
 
     weight, bias, lr_weight, lr_bias = torch_head(dm, features, labels, int(labels.max()) + 1)
     step = adapt_step_fn(dm)
@@ -254,8 +252,7 @@ def torch_adapt(dm: DeployModel, classes: dict[str, list[str]], steps: int,
                 batch: int) -> tuple[tuple[torch.Tensor, torch.Tensor], list[float]]:
     """End to end: decode + embed each class, init the head, steps + 1 eager steps → (head, losses)."""
     import torch
-
-    from exporters.graphs import adapt_step_fn
+    from mtl.exporters.graphs import adapt_step_fn
 
     features = torch.cat([torch_embed(dm, torch_images(dm, files), batch) for files in classes.values()])
     labels = torch_labels(classes)
@@ -273,8 +270,7 @@ def torch_predict(dm: DeployModel, head: tuple[torch.Tensor, torch.Tensor], path
                   classes: list[str], batch: int) -> list[str]:
     """Query PNGs → predicted class names (decode, embed, head softmax)."""
     import torch
-
-    from exporters.graphs import predict_fn
+    from mtl.exporters.graphs import predict_fn
 
     features = torch_embed(dm, torch_images(dm, paths), batch)
     with torch.no_grad():
@@ -289,13 +285,12 @@ def make_bundle(w: Workload, work: Path, omniglot: Path, quantize: bool = False)
     """A randomly initialised model → pretrain checkpoint → exported bundle directory (`quantize`: with an
     int8 extractor); its sizes."""
     import torch
-
-    from device_runtime.archive import zip_bytes
-    from exporters.bundle_export import export_bundle
-    from pipeline.config import config_to_dict
-    from pipeline.models import ModelSpec, build_model
-    from pipeline.train.checkpoint import Checkpoint, save_checkpoint
-    from pipeline.train.pretrain import PretrainConfig
+    from mtl.device_runtime.archive import zip_bytes
+    from mtl.exporters.bundle_export import export_bundle
+    from mtl.pipeline.config import config_to_dict
+    from mtl.pipeline.models import ModelSpec, build_model
+    from mtl.pipeline.train.checkpoint import Checkpoint, save_checkpoint
+    from mtl.pipeline.train.pretrain import PretrainConfig
 
     torch.manual_seed(0)
     spec = ModelSpec(backbone=w.backbone, in_channels=w.channels, image_size=w.size, n_classes=64)
@@ -318,8 +313,8 @@ def make_bundle(w: Workload, work: Path, omniglot: Path, quantize: bool = False)
 
 def input_spec(w: Workload) -> Any:
     """Omniglot's preprocessing for grey inputs (inverted strokes), mini-ImageNet's for RGB."""
-    from pipeline.data import InputSpec
-    from pipeline.data.mini_imagenet import IMAGENET_MEAN, IMAGENET_STD
+    from mtl.pipeline.data import InputSpec
+    from mtl.pipeline.data.mini_imagenet import IMAGENET_MEAN, IMAGENET_STD
 
     if w.channels == 1:
         return InputSpec(size=w.size, channels=1, invert=True)
@@ -333,7 +328,7 @@ def setup_worker(job: dict[str, Any]) -> dict[str, Any]:
     int8 = make_bundle(w, work, omniglot, quantize=True)[1]
     support, queries = write_images(w.images, w.ways, w.shots, w.queries, w.channels, w.png_size or w.size, work,
                                     omniglot)
-    from device_runtime.bundle import EMBED_BATCH
+    from mtl.device_runtime.bundle import EMBED_BATCH
 
     return {"bundle": bundle.pop("path"), "bundle_info": bundle, "bundle_int8": int8.pop("path"),
             "bundle_int8_info": int8, "checkpoint": str(checkpoint), "support": str(support), "queries": queries,

@@ -47,12 +47,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
-from pipeline.algorithms import LearnerSpec, MetaLearner  # noqa: E402
-from pipeline.algorithms.base import Hyper, TaskBatch, accumulate_meta_gradient, gradient_update  # noqa: E402
-from pipeline.data.class_images import ClassImages  # noqa: E402
-from pipeline.data.images import InputSpec  # noqa: E402
-from pipeline.train.meta_train import fast_cuda_math  # noqa: E402
-from pipeline.train.tasks import ImageTasks  # noqa: E402
+from mtl.pipeline.algorithms import LearnerSpec, MetaLearner  # noqa: E402
+from mtl.pipeline.algorithms.base import Hyper, TaskBatch, accumulate_meta_gradient, gradient_update  # noqa: E402
+from mtl.pipeline.data.class_images import ClassImages  # noqa: E402
+from mtl.pipeline.data.images import InputSpec  # noqa: E402
+from mtl.pipeline.train.meta_train import fast_cuda_math  # noqa: E402
+from mtl.pipeline.train.tasks import ImageTasks  # noqa: E402
 
 MB = 1024 * 1024
 TARGET_TASKS_PER_S, TARGET_SPEEDUP = 1000.0, 50.0

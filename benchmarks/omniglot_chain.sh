@@ -22,7 +22,7 @@ for model in pretrain mtl bundle.mtlb bundle-int8.mtlb; do
 done
 # the device: 5 test characters it never saw, 5 drawings each to adapt, 2 more each to predict
 rm -rf "$OUT/new-classes"
-$BIN/python -m pipeline.data.dump "$OUT/pretrain" --out "$OUT/new-classes" --ways 5 --shots 5 --queries 2
+$BIN/python -m mtl.pipeline.data.dump "$OUT/pretrain" --out "$OUT/new-classes" --ways 5 --shots 5 --queries 2
 [ -x "$OUT/device-venv/bin/python" ] || python3 -m venv "$OUT/device-venv"
 "$OUT/device-venv/bin/python" -m pip install --quiet .  # the base install only: what a device gets
 "$OUT/device-venv/bin/python" -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch present'"

@@ -6,9 +6,8 @@ import sys
 from typing import Annotated
 
 import typer
-
-from cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, report_cmd, train_cmd
-from cli.errors import fail
+from mtl.cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, report_cmd, train_cmd
+from mtl.cli.errors import fail
 
 try:  # Typer ≥ 0.20 vendors Click
     from typer._click.exceptions import UsageError

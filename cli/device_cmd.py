@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from mtl.cli.errors import handle_errors, one_line
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.errors import handle_errors, one_line
-
 if TYPE_CHECKING:
-    from device_runtime.bundle import Bundle
+    from mtl.device_runtime.bundle import Bundle
 
 console = Console()
 
@@ -48,10 +47,10 @@ def adapt(
     key: KeyOpt = None,
 ) -> None:
     """Learn new classes from a few labelled images per class, on this machine, without torch."""
-    from device_runtime import Adapter, Bundle
-    from device_runtime.adapted_state import ADAPTED_JSON
-    from device_runtime.atomic import check_output
-    from device_runtime.preprocess import image_folders
+    from mtl.device_runtime import Adapter, Bundle
+    from mtl.device_runtime.adapted_state import ADAPTED_JSON
+    from mtl.device_runtime.atomic import check_output
+    from mtl.device_runtime.preprocess import image_folders
 
     check_output(out, "--out", directory=True, marker=ADAPTED_JSON)  # before the work, not after it
     adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
@@ -75,9 +74,9 @@ def predict(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Classify images with an adapted state: the label and its probability per image."""
-    from device_runtime import Adapter, jsonio
-    from device_runtime.atomic import check_png_target
-    from device_runtime.contact_sheet import save_contact_sheet
+    from mtl.device_runtime import Adapter, jsonio
+    from mtl.device_runtime.atomic import check_png_target
+    from mtl.device_runtime.contact_sheet import save_contact_sheet
 
     if show is not None:
         check_png_target(show, "--show")
@@ -101,7 +100,7 @@ def predict(
 @handle_errors
 def verify(bundle: BundleArg, key: KeyOpt = None) -> None:
     """Check a bundle completely (schema, sha256 of every file, graph interfaces, onnxruntime load)."""
-    from device_runtime import Bundle
+    from mtl.device_runtime import Bundle
 
     loaded = Bundle.load(bundle, key=key)
     if key is not None:
@@ -117,7 +116,7 @@ def verify(bundle: BundleArg, key: KeyOpt = None) -> None:
 @handle_errors
 def inspect(bundle: BundleArg) -> None:
     """Show a verified bundle: manifest fields, files, graph inputs/outputs and operator types."""
-    from device_runtime import Bundle
+    from mtl.device_runtime import Bundle
 
     loaded = Bundle.load(bundle)
     console.print(_manifest_table(loaded))

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from mtl.pipeline.errors import MtlError
 from rich.console import Console
 from rich.markup import escape
-
-from pipeline.errors import MtlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 stderr = Console(stderr=True)

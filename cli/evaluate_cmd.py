@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from mtl.cli.errors import handle_errors
+from mtl.cli.options import DataOpt, DeviceOpt, QuietOpt, enum_value
+from mtl.cli.progress import progress_bars
 from rich.console import Console
 
-from cli.errors import handle_errors
-from cli.options import DataOpt, DeviceOpt, QuietOpt, enum_value
-from cli.progress import progress_bars
-
 if TYPE_CHECKING:
-    from pipeline.train.evaluate import EvalConfig
-    from pipeline.train.evaluate_ckpt import CheckpointEvaluation, StepCurve
+    from mtl.pipeline.train.evaluate import EvalConfig
+    from mtl.pipeline.train.evaluate_ckpt import CheckpointEvaluation, StepCurve
 
 console = Console()
 
@@ -50,8 +49,8 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Few-shot accuracy (mean ± 95% CI over episodes) on classes the model never trained on."""
-    from pipeline.errors import ConfigError
-    from pipeline.train.evaluate import EvalConfig
+    from mtl.pipeline.errors import ConfigError
+    from mtl.pipeline.train.evaluate import EvalConfig
 
     if steps is not None and steps < 0:
         raise ConfigError(f"--steps must be ≥ 0, got {steps}")
@@ -61,7 +60,7 @@ def evaluate(
     if as_json:
         extra = {} if curve is None else {"plot": str(plot), "curve": [
             {"steps": k, "accuracy": x.accuracy, "ci95": x.ci95} for k, x in enumerate(curve.results)]}
-        from device_runtime import jsonio
+        from mtl.device_runtime import jsonio
 
         typer.echo(jsonio.dumps({**ev.result.to_dict(), "data": ev.data, "classes": ev.classes,
                                "checkpoint": ev.checkpoint, **extra}))
@@ -76,12 +75,12 @@ def evaluate(
 def _run(checkpoint: Path, data: str | None, cfg: EvalConfig, device: str, on_step: Any, steps: int | None,
          plot: Path | None) -> tuple[CheckpointEvaluation, StepCurve | None]:
     """The evaluation, or with --plot the accuracy-vs-steps curve whose last point is that evaluation."""
-    from pipeline.train.evaluate_ckpt import CheckpointEvaluation, evaluate_checkpoint, step_curve
+    from mtl.pipeline.train.evaluate_ckpt import CheckpointEvaluation, evaluate_checkpoint, step_curve
 
     if plot is None:
         return evaluate_checkpoint(str(checkpoint), data, cfg, device, on_step, steps), None
-    from device_runtime.atomic import check_png_target
-    from pipeline.report.plots import require_matplotlib, save_step_plot
+    from mtl.device_runtime.atomic import check_png_target
+    from mtl.pipeline.report.plots import require_matplotlib, save_step_plot
 
     check_png_target(plot, "--plot")
     require_matplotlib()

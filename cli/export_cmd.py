@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from mtl.cli.errors import handle_errors
 from rich.console import Console
-
-from cli.errors import handle_errors
 
 console = Console()
 
@@ -38,7 +37,7 @@ def export(
                                               "(needs the 'sign' extra).")] = None,
 ) -> None:
     """Export the learned initialisation, a first-order update graph and the extractor to ONNX."""
-    from exporters.bundle_export import export_bundle
+    from mtl.exporters.bundle_export import export_bundle
 
     report = export_bundle(checkpoint, out, single_file=single_file, opset=opset,
                            adapt=None if adapt is None else adapt.value, sign=sign,

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from mtl.cli.errors import handle_errors
+from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
+from mtl.cli.progress import progress_bars
+from mtl.cli.train_cmd import BackboneChoice, HeadChoice
 from rich.console import Console
-
-from cli.errors import handle_errors
-from cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
-from cli.progress import progress_bars
-from cli.train_cmd import BackboneChoice, HeadChoice
 
 console = Console()
 
@@ -87,9 +86,9 @@ def meta_train(
     quiet: QuietOpt = False,
 ) -> None:
     """Meta-train (MAML, FOMAML, Reptile, Meta-SGD, ANIL, ProtoNet, MTL, joint) on tasks batched with vmap."""
-    from pipeline.config import resolve_config
-    from pipeline.train.meta_train import MetaTrainConfig
-    from pipeline.train.meta_train import meta_train_job as run
+    from mtl.pipeline.config import resolve_config
+    from mtl.pipeline.train.meta_train import MetaTrainConfig
+    from mtl.pipeline.train.meta_train import meta_train_job as run
 
     cfg = resolve_config(
         MetaTrainConfig, config, data=data, algorithm=enum_value(algorithm), init=None if init is None else str(init),

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from mtl.cli.errors import handle_errors
 from rich.console import Console
-
-from cli.errors import handle_errors
 
 console = Console()
 
@@ -19,7 +18,7 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Report directory to write (replaced as a whole).")],
 ) -> None:
     """Plot training loss, validation accuracy and learning rate of runs overlaid; summarise them in report.md."""
-    from pipeline.report.summary import write_report
+    from mtl.pipeline.report.summary import write_report
 
     result = write_report(runs, out)
     for run in result.runs:

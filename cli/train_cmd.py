@@ -6,11 +6,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+from mtl.cli.errors import handle_errors
+from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
+from mtl.cli.progress import progress_bars
 from rich.console import Console
-
-from cli.errors import handle_errors
-from cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
-from cli.progress import progress_bars
 
 console = Console()
 
@@ -49,9 +48,9 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Supervised pretraining of a feature extractor on all training classes (transfer learning)."""
-    from pipeline.config import resolve_config
-    from pipeline.train.pretrain import PretrainConfig
-    from pipeline.train.pretrain import pretrain as run_pretrain
+    from mtl.pipeline.config import resolve_config
+    from mtl.pipeline.train.pretrain import PretrainConfig
+    from mtl.pipeline.train.pretrain import pretrain as run_pretrain
 
     cfg = resolve_config(PretrainConfig, config, data=data, backbone=enum_value(backbone), head=enum_value(head),
                          epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,

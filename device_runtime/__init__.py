@@ -11,10 +11,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from device_runtime.adapter import Adapter, AdaptResult
-    from device_runtime.bundle import Bundle
-    from device_runtime.errors import BundleError, ConfigError, DataError, MtlError
-    from device_runtime.preprocess import InputSpec
+    from mtl.device_runtime.adapter import Adapter, AdaptResult
+    from mtl.device_runtime.bundle import Bundle
+    from mtl.device_runtime.errors import BundleError, ConfigError, DataError, MtlError
+    from mtl.device_runtime.preprocess import InputSpec
 
 _EXPORTS = {"Adapter": "adapter", "AdaptResult": "adapter", "Bundle": "bundle", "BundleError": "errors",
             "ConfigError": "errors", "DataError": "errors", "MtlError": "errors", "InputSpec": "preprocess"}
@@ -24,4 +24,4 @@ __all__ = ["AdaptResult", "Adapter", "Bundle", "BundleError", "ConfigError", "Da
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'device_runtime' has no attribute {name!r}")
-    return getattr(import_module(f"device_runtime.{_EXPORTS[name]}"), name)
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

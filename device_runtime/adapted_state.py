@@ -16,14 +16,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
-from device_runtime import jsonio
-from device_runtime.adapter import AdaptResult
-from device_runtime.archive import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES
-from device_runtime.atomic import replace_dir, write_files
-from device_runtime.bundle import Bundle
-from device_runtime.errors import BundleError
-from device_runtime.files import read_regular
+from mtl.device_runtime import jsonio
+from mtl.device_runtime.adapter import AdaptResult
+from mtl.device_runtime.archive import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES
+from mtl.device_runtime.atomic import replace_dir, write_files
+from mtl.device_runtime.bundle import Bundle
+from mtl.device_runtime.errors import BundleError
+from mtl.device_runtime.files import read_regular
 
 SCHEMA = "mtl-adapted/2"  # /1 carried no hash of state.npz
 MAX_STATE_BYTES = 4 << 30

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from device_runtime.bundle import Bundle
-from device_runtime.errors import BundleError, ConfigError, DataError
-from device_runtime.manifest import LIMITS
+from mtl.device_runtime.bundle import Bundle
+from mtl.device_runtime.errors import BundleError, ConfigError, DataError
+from mtl.device_runtime.manifest import LIMITS
 
 MAX_STEPS = int(LIMITS["adapt.steps"][1])
 
@@ -164,7 +163,7 @@ class Adapter:
 
     def save(self, path: str | Path) -> None:
         """Write the adapted state directory (docs/bundle.md), replacing an existing one atomically."""
-        from device_runtime.adapted_state import save_adapted
+        from mtl.device_runtime.adapted_state import save_adapted
 
         weight, bias = self._adapted_head()
         features, labels = self._support_set()
@@ -174,7 +173,7 @@ class Adapter:
     @classmethod
     def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Adapter:
         """An adapted state directory → an `Adapter` ready to predict, or to take more classes and re-adapt."""
-        from device_runtime.adapted_state import load_adapted
+        from mtl.device_runtime.adapted_state import load_adapted
 
         bundle, state, result = load_adapted(Path(path), intra_op_num_threads)
         adapter = cls(bundle)

@@ -15,10 +15,10 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from device_runtime.errors import BundleError
-from device_runtime.files import open_regular, read_regular
-from device_runtime.manifest import MANIFEST, check_member_name
-from device_runtime.signing import SIGNATURE
+from mtl.device_runtime.errors import BundleError
+from mtl.device_runtime.files import open_regular, read_regular
+from mtl.device_runtime.manifest import MANIFEST, check_member_name
+from mtl.device_runtime.signing import SIGNATURE
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB
 MAX_MEMBERS = 64  # a bundle holds 4 or 5 files; zipfile parses every central-directory entry when it opens

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from device_runtime.errors import ConfigError, OutputError
+from mtl.device_runtime.errors import ConfigError, OutputError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

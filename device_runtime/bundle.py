@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-from device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
-from device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
-from device_runtime.errors import BundleError, ConfigError, DataError
-from device_runtime.manifest import MANIFEST, STANDARD_DOMAINS, input_spec, parse_manifest
-from device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
-from device_runtime.preprocess import ImageSource, preprocess
-from device_runtime.signing import SIGNATURE, verify_manifest
+from mtl.device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
+from mtl.device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
+from mtl.device_runtime.errors import BundleError, ConfigError, DataError
+from mtl.device_runtime.manifest import MANIFEST, STANDARD_DOMAINS, input_spec, parse_manifest
+from mtl.device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
+from mtl.device_runtime.preprocess import ImageSource, preprocess
+from mtl.device_runtime.signing import SIGNATURE, verify_manifest
 
 GRAPH_NAMES = ("embed", "adapt_step", "predict")
 # Images per embed.onnx run. On one CPU thread a Conv-4 (28²) or ResNet-12 (84²) extractor runs just as

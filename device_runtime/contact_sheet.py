@@ -13,12 +13,11 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtl.device_runtime.atomic import atomic_write_bytes
+from mtl.device_runtime.errors import DataError
+from mtl.device_runtime.files import read_regular
+from mtl.device_runtime.preprocess import MAX_IMAGE_BYTES
 from PIL import Image, ImageDraw, ImageFont
-
-from device_runtime.atomic import atomic_write_bytes
-from device_runtime.errors import DataError
-from device_runtime.files import read_regular
-from device_runtime.preprocess import MAX_IMAGE_BYTES
 
 THUMB = 128  # pixels: the longer side of each image on the sheet
 PAD = 8

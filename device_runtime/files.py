@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from device_runtime.errors import DataError, MtlError
+from mtl.device_runtime.errors import DataError, MtlError
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 

@@ -16,7 +16,7 @@ import json
 import math
 from typing import Any
 
-from device_runtime.errors import MtlError
+from mtl.device_runtime.errors import MtlError
 
 MAX_DEPTH = 32  # an mtl manifest nests 5 deep
 MAX_INT_DIGITS = 19  # every integer mtl writes fits in int64

@@ -12,9 +12,9 @@ import math
 import re
 from typing import Any
 
-from device_runtime import jsonio
-from device_runtime.errors import BundleError, ConfigError
-from device_runtime.preprocess import InputSpec
+from mtl.device_runtime import jsonio
+from mtl.device_runtime.errors import BundleError, ConfigError
+from mtl.device_runtime.preprocess import InputSpec
 
 SCHEMA = "mtl-bundle/1"
 MANIFEST = "manifest.json"

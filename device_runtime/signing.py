@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from device_runtime.errors import BundleError, ConfigError
-from device_runtime.files import read_regular
+from mtl.device_runtime.errors import BundleError, ConfigError
+from mtl.device_runtime.files import read_regular
 
 SIGNATURE = "manifest.sig"
 

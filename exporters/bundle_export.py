@@ -19,16 +19,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
-from device_runtime.atomic import check_output, replace_dir
-from device_runtime.manifest import MANIFEST, SCHEMA, STANDARD_DOMAINS
-from device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
-from exporters.deploy_model import DeployModel, deploy_model
-from exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
-from exporters.quantize import QUANTIZE_CHOICES, QuantizationReport, quantize_embed
-from pipeline.atomic import atomic_write_bytes
-from pipeline.errors import ConfigError, MtlError
-from pipeline.train.checkpoint import Checkpoint, load_checkpoint
+from mtl.device_runtime.atomic import check_output, replace_dir
+from mtl.device_runtime.manifest import MANIFEST, SCHEMA, STANDARD_DOMAINS
+from mtl.device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
+from mtl.exporters.deploy_model import DeployModel, deploy_model
+from mtl.exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
+from mtl.exporters.quantize import QUANTIZE_CHOICES, QuantizationReport, quantize_embed
+from mtl.pipeline.atomic import atomic_write_bytes
+from mtl.pipeline.errors import ConfigError, MtlError
+from mtl.pipeline.train.checkpoint import Checkpoint, load_checkpoint
 
 TRACE_SIZES = {"B": 2, "N": 5, "M": 10}
 CHECK_SIZES = {"B": 3, "N": 3, "M": 9}
@@ -52,8 +51,8 @@ def calibration_images(ckpt: Checkpoint, dm: DeployModel, data_spec: str, count:
                        seed: int = 0) -> np.ndarray:
     """`count` normalised images (+ `CHECK_IMAGES` held aside), seeded, from the TRAINING classes of the
     checkpoint's split (all classes of a dataset the checkpoint never saw)."""
-    from device_runtime.preprocess import normalize
-    from pipeline.data import load_data
+    from mtl.device_runtime.preprocess import normalize
+    from mtl.pipeline.data import load_data
 
     data = load_data(data_spec, image_size=dm.input_spec.size)
     train = set(ckpt.meta.get("splits", {}).get("train", []))

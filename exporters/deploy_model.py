@@ -14,15 +14,14 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
+from mtl.pipeline.data import InputSpec
+from mtl.pipeline.errors import CheckpointError, ConfigError
+from mtl.pipeline.models import ModelSpec, build_model
+from mtl.pipeline.models.scale_shift import fold_scale_shift
+from mtl.pipeline.models.task_batchnorm import TaskBatchNorm2d
+from mtl.pipeline.train.checkpoint import Checkpoint, load_weights
 from torch import nn
-
-from pipeline.algorithms import LearnerSpec, MetaLearner
-from pipeline.data import InputSpec
-from pipeline.errors import CheckpointError, ConfigError
-from pipeline.models import ModelSpec, build_model
-from pipeline.models.scale_shift import fold_scale_shift
-from pipeline.models.task_batchnorm import TaskBatchNorm2d
-from pipeline.train.checkpoint import Checkpoint, load_weights
 
 PRETRAIN_DEFAULT_STEPS, PRETRAIN_DEFAULT_LR = 10, 0.1
 

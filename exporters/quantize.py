@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-from pipeline.errors import ConfigError, MtlError
+from mtl.pipeline.errors import ConfigError, MtlError
 
 QUANTIZE_CHOICES = ("int8",)
 CALIBRATION_BATCH = 32

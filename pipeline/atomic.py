@@ -1,6 +1,6 @@
 """Atomic file writes, re-exported from `device_runtime.atomic` (their one definition, torch-free)."""
 
-from device_runtime.atomic import (
+from mtl.device_runtime.atomic import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,

@@ -9,8 +9,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from device_runtime.files import read_regular
-from pipeline.errors import ConfigError
+from mtl.device_runtime.files import read_regular
+from mtl.pipeline.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -3,6 +3,6 @@
 The CLI turns an `MtlError` into one line on stderr and a non-zero exit, without a traceback.
 """
 
-from device_runtime.errors import BundleError, CheckpointError, ConfigError, DataError, MtlError, OutputError
+from mtl.device_runtime.errors import BundleError, CheckpointError, ConfigError, DataError, MtlError, OutputError
 
 __all__ = ["BundleError", "CheckpointError", "ConfigError", "DataError", "MtlError", "OutputError"]

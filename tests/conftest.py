@@ -12,7 +12,7 @@ def pretrained_run(tmp_path_factory):
     """A short pretraining run on synthetic glyphs, shared by the train and CLI tests (skipped where torch is
     not installed: the device-runtime suite of `make test-device`)."""
     pytest.importorskip("torch", reason="training needs the train extra")
-    from pipeline.train.pretrain import PretrainConfig, pretrain
+    from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("pretrain") / "run"
     result = pretrain(PretrainConfig(out=str(out), **SMALL))
@@ -22,7 +22,7 @@ def pretrained_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_mtl_run(tmp_path_factory, pretrained_run):
     """A tiny first-order MTL meta-training run on top of `pretrained_run` (3 inner steps, 2 validations)."""
-    from pipeline.train.meta_train import MetaTrainConfig, meta_train
+    from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 
     out = tmp_path_factory.mktemp("mtl") / "mtl-run"
     meta_train(MetaTrainConfig(out=str(out), algorithm="mtl", init=str(pretrained_run[0]), data="synthetic:60",

@@ -1,10 +1,10 @@
 """Meta-learning algorithms: one small module each, all sharing `inner_adapt` and one training loop."""
 
-from pipeline.algorithms import anil, joint, maml, metasgd, mtl, protonet, reptile
-from pipeline.algorithms.base import Algorithm, Hyper, TaskBatch
-from pipeline.algorithms.inner import inner_adapt, inner_step
-from pipeline.algorithms.learner import LearnerSpec, MetaLearner
-from pipeline.errors import ConfigError
+from mtl.pipeline.algorithms import anil, joint, maml, metasgd, mtl, protonet, reptile
+from mtl.pipeline.algorithms.base import Algorithm, Hyper, TaskBatch
+from mtl.pipeline.algorithms.inner import inner_adapt, inner_step
+from mtl.pipeline.algorithms.learner import LearnerSpec, MetaLearner
+from mtl.pipeline.errors import ConfigError
 
 ALGORITHMS: dict[str, Algorithm] = {m.ALGORITHM.name: m.ALGORITHM
                                     for m in (maml, reptile, metasgd, anil, protonet, mtl, joint)}

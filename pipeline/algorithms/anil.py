@@ -4,6 +4,6 @@ The inner loop adapts the head only, on features computed once per task; the out
 the body and the head initialisation through the adapted head.
 """
 
-from pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms.base import Algorithm, gradient_update
 
 ALGORITHM = Algorithm(name="anil", adapt="head", update=gradient_update, paper="Raghu et al. 2020")

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from mtl.pipeline.algorithms.inner import Params
+from mtl.pipeline.algorithms.learner import MetaLearner
 from torch.func import vmap
-
-from pipeline.algorithms.inner import Params
-from pipeline.algorithms.learner import MetaLearner
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, gradient_update
-from pipeline.algorithms.learner import MetaLearner
-from pipeline.algorithms.reptile import reptile_update
-from pipeline.errors import ConfigError
+from mtl.pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, gradient_update
+from mtl.pipeline.algorithms.learner import MetaLearner
+from mtl.pipeline.algorithms.reptile import reptile_update
+from mtl.pipeline.errors import ConfigError
 
 
 def shared_parameters(learner: MetaLearner) -> dict[str, torch.nn.Parameter]:

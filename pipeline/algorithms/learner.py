@@ -20,13 +20,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mtl.pipeline.algorithms.inner import LossFn, Params, StepSize, inner_adapt, inner_trajectory
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import build_backbone
+from mtl.pipeline.models.task_batchnorm import use_task_batchnorm
 from torch import nn
 from torch.func import functional_call
-
-from pipeline.algorithms.inner import LossFn, Params, StepSize, inner_adapt, inner_trajectory
-from pipeline.errors import ConfigError
-from pipeline.models import build_backbone
-from pipeline.models.task_batchnorm import use_task_batchnorm
 
 HEAD_INITS = ("learned", "proto", "zero")
 ADAPT_MODES = ("head", "all", "proto")
@@ -94,13 +93,13 @@ class MetaLearner(nn.Module):
         self.body = build_backbone(spec.backbone, in_channels=spec.in_channels, image_size=spec.image_size,
                                    **options)
         if body_state is not None:
-            from pipeline.train.checkpoint import load_weights  # late: train imports algorithms
+            from mtl.pipeline.train.checkpoint import load_weights  # late: train imports algorithms
 
             load_weights(self.body, body_state, "the pretrained (--init) checkpoint",
                          strict=not _drops_running_stats(self.body, body_state))
         use_task_batchnorm(self.body)  # correct second-order gradients under vmap (see the module)
         if spec.scale_shift:
-            from pipeline.models.scale_shift import add_scale_shift
+            from mtl.pipeline.models.scale_shift import add_scale_shift
 
             add_scale_shift(self.body)
         dim = int(self.body.feature_dim)

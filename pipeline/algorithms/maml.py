@@ -5,6 +5,6 @@ the adapted model's query loss, differentiating through the inner loop (second o
 with `--first-order` (FOMAML, §5.2 of the paper).
 """
 
-from pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms.base import Algorithm, gradient_update
 
 ALGORITHM = Algorithm(name="maml", adapt="all", update=gradient_update, paper="Finn et al. 2017")

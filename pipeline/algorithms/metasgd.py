@@ -4,6 +4,6 @@ MAML whose inner step sizes are learned too: one step size per parameter entry (
 feature, shared across classes so any N works), meta-learned with the initialisation.
 """
 
-from pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms.base import Algorithm, gradient_update
 
 ALGORITHM = Algorithm(name="metasgd", adapt="all", update=gradient_update, learn_lr=True, paper="Li et al. 2017")

@@ -7,7 +7,7 @@ and the classifier's initialisation are meta-learned in the outer loop. The hard
 (re-sampling each task's worst class) is the training loop's `--hard-tasks` option.
 """
 
-from pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms.base import Algorithm, gradient_update
 
 ALGORITHM = Algorithm(name="mtl", adapt="head", update=gradient_update, scale_shift=True, needs_init=True,
                       paper="Sun et al. 2019")

@@ -4,6 +4,6 @@ The outer loop trains the body so that the squared Euclidean distance to support
 classifies the queries (`MetaLearner.task_outputs` with `adapt="proto"`).
 """
 
-from pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms.base import Algorithm, gradient_update
 
 ALGORITHM = Algorithm(name="protonet", adapt="proto", update=gradient_update, paper="Snell et al. 2017")

@@ -9,11 +9,10 @@ averaging the adapted class rows.
 from __future__ import annotations
 
 import torch
+from mtl.pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, chunk_slices
+from mtl.pipeline.algorithms.inner import Params
+from mtl.pipeline.algorithms.learner import MetaLearner
 from torch.func import vmap
-
-from pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, chunk_slices
-from pipeline.algorithms.inner import Params
-from pipeline.algorithms.learner import MetaLearner
 
 
 def collapse(fast: Params, learner: MetaLearner) -> Params:

@@ -5,11 +5,11 @@
 test parts. Every image is decoded by `load_image` / `convert_image` so a device reproduces it.
 """
 
-from pipeline.data.class_images import ClassImages
-from pipeline.data.images import IMAGE_SUFFIXES, InputSpec, convert_image, load_image
-from pipeline.data.sampler import Episodes, EpisodeSampler
-from pipeline.data.spec import SCHEMES, data_scheme, load_data, parse_data_spec
-from pipeline.data.splits import Splits, make_splits
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.images import IMAGE_SUFFIXES, InputSpec, convert_image, load_image
+from mtl.pipeline.data.sampler import Episodes, EpisodeSampler
+from mtl.pipeline.data.spec import SCHEMES, data_scheme, load_data, parse_data_spec
+from mtl.pipeline.data.splits import Splits, make_splits
 
 __all__ = [
     "IMAGE_SUFFIXES",

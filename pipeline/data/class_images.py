@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from pipeline.data.images import InputSpec
-from pipeline.errors import DataError
+from mtl.pipeline.data.images import InputSpec
+from mtl.pipeline.errors import DataError
 
 
 @dataclass(frozen=True)

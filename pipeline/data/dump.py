@@ -1,6 +1,6 @@
 """Write held-out classes of a run's data as image folders (for demos and device tests).
 
-`python -m pipeline.data.dump RUN_DIR --out DIR [--ways N] [--shots K] [--queries Q]` writes
+`python -m mtl.pipeline.data.dump RUN_DIR --out DIR [--ways N] [--shots K] [--queries Q]` writes
 DIR/support/<class>/*.png (K images per class) and DIR/query/<class>/*.png (Q per class) for the
 first N test classes of the run's split, in the source's own format (so a device's preprocessing,
 e.g. Omniglot's inversion, gives back exactly the training tensors).
@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from mtl.pipeline.data import ClassImages, load_data
+from mtl.pipeline.errors import DataError
 from PIL import Image
-
-from pipeline.data import ClassImages, load_data
-from pipeline.errors import DataError
 
 
 def dump_classes(data: ClassImages, names: list[str], out: Path, shots: int, queries: int) -> None:

@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.data.class_images import ClassImages
-from pipeline.data.images import IMAGE_SUFFIXES, InputSpec, load_image
-from pipeline.errors import DataError
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.images import IMAGE_SUFFIXES, InputSpec, load_image
+from mtl.pipeline.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -4,6 +4,6 @@ Every loader goes through `load_image` / `convert_image`, so the device runtime 
 training preprocessing exactly from an `InputSpec` stored in a bundle's manifest.
 """
 
-from device_runtime.preprocess import IMAGE_SUFFIXES, RESIZE_METHODS, InputSpec, convert_image, load_image
+from mtl.device_runtime.preprocess import IMAGE_SUFFIXES, RESIZE_METHODS, InputSpec, convert_image, load_image
 
 __all__ = ["IMAGE_SUFFIXES", "RESIZE_METHODS", "InputSpec", "convert_image", "load_image"]

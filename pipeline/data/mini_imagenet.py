@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pipeline.data.class_images import ClassImages
-from pipeline.data.folder import IMAGENET_MEAN, IMAGENET_STD, load_class_files
-from pipeline.data.images import InputSpec
-from pipeline.errors import DataError
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.folder import IMAGENET_MEAN, IMAGENET_STD, load_class_files
+from mtl.pipeline.data.images import InputSpec
+from mtl.pipeline.errors import DataError
 
 MINI_IMAGENET_SIZE = 84
 PARTS = ("train", "val", "test")

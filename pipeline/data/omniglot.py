@@ -12,10 +12,10 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from pipeline.data.class_images import ClassImages
-from pipeline.data.folder import load_class_files, scan_class_folders
-from pipeline.data.images import InputSpec
-from pipeline.errors import DataError
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.folder import load_class_files, scan_class_folders
+from mtl.pipeline.data.images import InputSpec
+from mtl.pipeline.errors import DataError
 
 OMNIGLOT_SIZE = 28
 EXPECTED = ("images_background*.zip / images_evaluation*.zip archives, the images_*/<Alphabet>/"

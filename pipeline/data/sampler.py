@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from pipeline.data.class_images import ClassImages
-from pipeline.errors import ConfigError, DataError
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

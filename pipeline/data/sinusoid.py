@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-
-from pipeline.data.sampler import Episodes
-from pipeline.errors import ConfigError
+from mtl.pipeline.data.sampler import Episodes
+from mtl.pipeline.errors import ConfigError
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)

@@ -9,13 +9,13 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.data.cifar import load_cifar_fs, load_fc100
-from pipeline.data.class_images import ClassImages
-from pipeline.data.folder import load_folder
-from pipeline.data.mini_imagenet import load_mini_imagenet
-from pipeline.data.omniglot import load_omniglot
-from pipeline.data.synthetic import SYNTHETIC_CLASSES, load_synthetic
-from pipeline.errors import ConfigError
+from mtl.pipeline.data.cifar import load_cifar_fs, load_fc100
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.folder import load_folder
+from mtl.pipeline.data.mini_imagenet import load_mini_imagenet
+from mtl.pipeline.data.omniglot import load_omniglot
+from mtl.pipeline.data.synthetic import SYNTHETIC_CLASSES, load_synthetic
+from mtl.pipeline.errors import ConfigError
 
 # scheme → how to write it; the order is the order error messages list them in.
 SCHEMES: dict[str, str] = {

@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.data.class_images import ClassImages
-from pipeline.errors import ConfigError, DataError
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.errors import ConfigError, DataError
 
 PARTS = ("train", "val", "test")
 METHODS = ("auto", "official", "superclass", "class")

@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.images import InputSpec, convert_image
+from mtl.pipeline.errors import ConfigError
 from PIL import Image, ImageDraw
-
-from pipeline.data.class_images import ClassImages
-from pipeline.data.images import InputSpec, convert_image
-from pipeline.errors import ConfigError
 
 SYNTHETIC_CLASSES = 200
 SYNTHETIC_SAMPLES = 20

@@ -4,14 +4,14 @@
 Importing this package registers every built-in backbone.
 """
 
-from pipeline.models import conv4 as _conv4  # noqa: F401  (registers "conv4")
-from pipeline.models import mlp as _mlp  # noqa: F401  (registers "mlp")
-from pipeline.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12")
-from pipeline.models import torchvision_backbones as _tv  # noqa: F401  (registers torchvision backbones)
-from pipeline.models.heads import HEADS, CosineHead, LinearHead, build_head
-from pipeline.models.model import FewShotModel, ModelSpec, build_model
-from pipeline.models.registry import BACKBONES, Registry, build_backbone, register_backbone
-from pipeline.models.scale_shift import ScaleShiftConv2d, add_scale_shift, fold_scale_shift
+from mtl.pipeline.models import conv4 as _conv4  # noqa: F401  (registers "conv4")
+from mtl.pipeline.models import mlp as _mlp  # noqa: F401  (registers "mlp")
+from mtl.pipeline.models import resnet12 as _resnet12  # noqa: F401  (registers "resnet12")
+from mtl.pipeline.models import torchvision_backbones as _tv  # noqa: F401  (registers torchvision backbones)
+from mtl.pipeline.models.heads import HEADS, CosineHead, LinearHead, build_head
+from mtl.pipeline.models.model import FewShotModel, ModelSpec, build_model
+from mtl.pipeline.models.registry import BACKBONES, Registry, build_backbone, register_backbone
+from mtl.pipeline.models.scale_shift import ScaleShiftConv2d, add_scale_shift, fold_scale_shift
 
 __all__ = [
     "BACKBONES",

@@ -15,10 +15,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models.registry import check_positive
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.models.registry import check_positive
 
 COSINE_INIT_SCALE = 10.0
 

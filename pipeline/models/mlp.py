@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models.registry import check_flag, check_positive, register_backbone
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.models.registry import check_flag, check_positive, register_backbone
 
 
 class MLP(nn.Module):

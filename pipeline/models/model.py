@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models.heads import HEADS, build_head
+from mtl.pipeline.models.registry import BACKBONES, build_backbone, check_positive, check_shape_args
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.models.heads import HEADS, build_head
-from pipeline.models.registry import BACKBONES, build_backbone, check_positive, check_shape_args
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+from mtl.pipeline.errors import ConfigError
 from torch import nn
-
-from pipeline.errors import ConfigError
 
 Builder = Callable[..., nn.Module]
 

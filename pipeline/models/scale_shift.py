@@ -13,9 +13,8 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from mtl.pipeline.errors import ConfigError
 from torch import nn
-
-from pipeline.errors import ConfigError
 
 
 class ScaleShiftConv2d(nn.Module):

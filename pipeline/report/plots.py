@@ -13,14 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.atomic import atomic_write_bytes
-from pipeline.report.runs import RunHistory
+from mtl.pipeline.atomic import atomic_write_bytes
+from mtl.pipeline.report.runs import RunHistory
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from pipeline.train.evaluate_ckpt import StepCurve
+    from mtl.pipeline.train.evaluate_ckpt import StepCurve
 
 # metric name → (what to read from a run, y-axis label); a run whose reader gives None is left out
 CURVES: dict[str, tuple[Callable[[RunHistory], list[float] | None], str]] = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import CheckpointError
+from mtl.pipeline.errors import CheckpointError
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import atomic_write_bytes, atomic_write_text, check_output, replace_dir
-from pipeline.errors import ConfigError
-from pipeline.report.plots import CURVES, png, training_curve
-from pipeline.report.runs import RunHistory, read_run
+from mtl.pipeline.atomic import atomic_write_bytes, atomic_write_text, check_output, replace_dir
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.report.plots import CURVES, png, training_curve
+from mtl.pipeline.report.runs import RunHistory, read_run
 
 TITLES = {"loss": "training loss", "val_accuracy": "validation accuracy", "lr": "learning rate"}
 

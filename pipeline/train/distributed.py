@@ -1,4 +1,4 @@
-"""Data-parallel meta-training over torch.distributed ranks (`torchrun ... -m cli meta-train` or
+"""Data-parallel meta-training over torch.distributed ranks (`torchrun ... -m mtl meta-train` or
 `mtl meta-train --nproc G`).
 
 "Same tasks" is exact here: every rank draws the SAME meta-batch indices from an identically seeded
@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-
-from pipeline.errors import CheckpointError, ConfigError, DataError, MtlError
+from mtl.pipeline.errors import CheckpointError, ConfigError, DataError, MtlError
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from device_runtime import Bundle
-from device_runtime.adapter import init_head, step_sizes
-from pipeline.data import ClassImages, load_data
-from pipeline.errors import DataError
-from pipeline.train.common import StepCallback, no_progress, normalize
-from pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
+from mtl.device_runtime import Bundle
+from mtl.device_runtime.adapter import init_head, step_sizes
+from mtl.pipeline.data import ClassImages, load_data
+from mtl.pipeline.errors import DataError
+from mtl.pipeline.train.common import StepCallback, no_progress, normalize
+from mtl.pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 
 
 def is_bundle(path: str | Path) -> bool:

@@ -10,14 +10,13 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from mtl.pipeline.algorithms.base import TaskBatch, batch_outputs, query_metrics
+from mtl.pipeline.algorithms.learner import MetaLearner
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.train.common import StepCallback, chunks, no_progress, normalize
+from mtl.pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 from torch.func import vmap
-
-from pipeline.algorithms.base import TaskBatch, batch_outputs, query_metrics
-from pipeline.algorithms.learner import MetaLearner
-from pipeline.data.class_images import ClassImages
-from pipeline.errors import ConfigError
-from pipeline.train.common import StepCallback, chunks, no_progress, normalize
-from pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
 
 
 def evaluate_learner(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, steps: int, device: torch.device,
@@ -85,7 +84,7 @@ def _episode_batches(data: ClassImages, cfg: EvalConfig, device: torch.device, o
 def evaluate_regression(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device,
                         seed: int) -> EvalResult:
     """Mean squared error after `steps` inner steps on `cfg.episodes` fresh sine-wave tasks drawn from `seed`."""
-    from pipeline.train.tasks import RegressionTasks
+    from mtl.pipeline.train.tasks import RegressionTasks
 
     batch = RegressionTasks(cfg.shots, cfg.queries, cfg.episodes, seed, device).sample()
     p = {n: t.detach() for n, t in learner.state_params().items()}

@@ -8,19 +8,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-
-from pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
-from pipeline.config import config_to_dict
-from pipeline.data import EpisodeSampler, InputSpec, Splits, load_data, make_splits
-from pipeline.errors import CheckpointError, ConfigError
-from pipeline.models import ModelSpec
-from pipeline.train.checkpoint import Checkpoint, load_checkpoint
-from pipeline.train.evaluate import EvalConfig
-from pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression
-from pipeline.train.tasks import ImageTasks, RegressionTasks
+from mtl.pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
+from mtl.pipeline.config import config_to_dict
+from mtl.pipeline.data import EpisodeSampler, InputSpec, Splits, load_data, make_splits
+from mtl.pipeline.errors import CheckpointError, ConfigError
+from mtl.pipeline.models import ModelSpec
+from mtl.pipeline.train.checkpoint import Checkpoint, load_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig
+from mtl.pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression
+from mtl.pipeline.train.tasks import ImageTasks, RegressionTasks
 
 if TYPE_CHECKING:
-    from pipeline.train.meta_train import MetaTrainConfig
+    from mtl.pipeline.train.meta_train import MetaTrainConfig
 
 REGRESSION_ALGORITHMS = ("maml", "metasgd", "reptile")
 

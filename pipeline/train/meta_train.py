@@ -15,11 +15,10 @@ import time
 from dataclasses import dataclass
 
 import torch
-
-from pipeline.algorithms import ALGORITHMS, Algorithm, Hyper, LearnerSpec, MetaLearner, get_algorithm
-from pipeline.config import config_to_dict
-from pipeline.errors import ConfigError
-from pipeline.train.checkpoint import (
+from mtl.pipeline.algorithms import ALGORITHMS, Algorithm, Hyper, LearnerSpec, MetaLearner, get_algorithm
+from mtl.pipeline.config import config_to_dict
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.train.checkpoint import (
     Checkpoint,
     flatten_optimizer,
     load_checkpoint,
@@ -27,11 +26,11 @@ from pipeline.train.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from pipeline.train.common import StepCallback, no_progress, resolve_device
-from pipeline.train.distributed import FollowerRunDir, Ranks, check_gpus, launch
-from pipeline.train.evaluate import EvalConfig
-from pipeline.train.meta_setup import Setup, prepare
-from pipeline.train.run_dir import RunDir
+from mtl.pipeline.train.common import StepCallback, no_progress, resolve_device
+from mtl.pipeline.train.distributed import FollowerRunDir, Ranks, check_gpus, launch
+from mtl.pipeline.train.evaluate import EvalConfig
+from mtl.pipeline.train.meta_setup import Setup, prepare
+from mtl.pipeline.train.run_dir import RunDir
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from pipeline.config import config_to_dict
-from pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
-from pipeline.errors import ConfigError
-from pipeline.models import FewShotModel, ModelSpec, build_model
-from pipeline.train.augment import random_affine
-from pipeline.train.checkpoint import (
+from mtl.pipeline.config import config_to_dict
+from mtl.pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import FewShotModel, ModelSpec, build_model
+from mtl.pipeline.train.augment import random_affine
+from mtl.pipeline.train.checkpoint import (
     Checkpoint,
     flatten_optimizer,
     load_checkpoint,
@@ -28,9 +27,9 @@ from pipeline.train.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from pipeline.train.common import StepCallback, autocast, cosine_lr, no_progress, normalize, resolve_device
-from pipeline.train.evaluate import EvalConfig, evaluate_backbone
-from pipeline.train.run_dir import RunDir
+from mtl.pipeline.train.common import StepCallback, autocast, cosine_lr, no_progress, normalize, resolve_device
+from mtl.pipeline.train.evaluate import EvalConfig, evaluate_backbone
+from mtl.pipeline.train.run_dir import RunDir
 
 
 @dataclass(frozen=True)

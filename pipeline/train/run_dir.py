@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, check_output, read_jsonl
-from pipeline.errors import ConfigError
-from pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_text, check_output, read_jsonl
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.train.checkpoint import load_checkpoint
 
 # Options that may change between a run and its resume without changing the computation's result.
 RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download", "nproc"})

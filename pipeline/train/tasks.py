@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-
-from pipeline.algorithms.base import TaskBatch
-from pipeline.data.class_images import ClassImages
-from pipeline.data.sampler import Episodes, EpisodeSampler
-from pipeline.train.common import normalize
+from mtl.pipeline.algorithms.base import TaskBatch
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.sampler import Episodes, EpisodeSampler
+from mtl.pipeline.train.common import normalize
 
 
 def to_task_batch(episodes: Episodes, data: ClassImages, n_way: int) -> TaskBatch:
@@ -45,7 +44,7 @@ class RegressionTasks:
 
     def __init__(self, shots: int, queries: int, meta_batch: int, seed: int, device: torch.device,
                  part: slice | None = None) -> None:
-        from pipeline.data.sinusoid import SinusoidTasks
+        from mtl.pipeline.data.sinusoid import SinusoidTasks
 
         self.part = part
         self.sampler = SinusoidTasks(shots, queries, meta_batch=meta_batch, seed=seed, device=device)

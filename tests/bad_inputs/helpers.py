@@ -5,10 +5,9 @@ import io
 from pathlib import Path
 
 import numpy as np
+from mtl.cli.app import app
 from PIL import Image
 from typer.testing import CliRunner
-
-from cli.app import app
 
 runner = CliRunner()
 CLASSES = ["circle", "square", "star"]
@@ -64,7 +63,7 @@ def fails_cleanly_in_a_process(args: list[str], culprit: str, code: int = 1, pre
     import subprocess
     import sys
 
-    script = f"{prelude}\nimport sys\nfrom cli.app import main\nsys.argv = ['mtl', *{args!r}]\nmain()\n"
+    script = f"{prelude}\nimport sys\nfrom mtl.cli.app import main\nsys.argv = ['mtl', *{args!r}]\nmain()\n"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "default"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                             timeout=300, cwd=cwd or REPO)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mtl.cli.app import app
 
-from cli.app import app
 from tests.bad_inputs.helpers import fails_cleanly, runner
 from tests.device_runtime.bundle_factory import read_manifest, replace_file, write_bundle, write_manifest
 
@@ -122,7 +122,7 @@ def test_an_unsafe_mtlb_is_refused_before_anything_is_decompressed(fault, bundle
 
 
 def test_verification_happens_before_any_graph_reaches_onnxruntime(bundle, monkeypatch):
-    import device_runtime.bundle as bundle_module
+    import mtl.device_runtime.bundle as bundle_module
 
     sessions = []
     real = bundle_module.ort.InferenceSession

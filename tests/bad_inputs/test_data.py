@@ -40,7 +40,7 @@ def test_an_unreadable_image_is_named_and_no_run_is_created(kind, tmp_path):
 
 
 def test_images_of_other_modes_and_sizes_are_converted_not_refused(tmp_path):
-    from pipeline.data import load_data
+    from mtl.pipeline.data import load_data
 
     data = image_folder(tmp_path / "data", classes=2, per_class=1)
     rgba = np.zeros((30, 50, 4), np.uint8)

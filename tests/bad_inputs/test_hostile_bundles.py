@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from mtl.cli.app import app
 from onnx import helper, numpy_helper
 
-from cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, fails_cleanly, runner
 from tests.device_runtime.bundle_factory import (
     CHANNELS,
@@ -112,7 +112,7 @@ def test_loading_adapting_and_predicting_open_no_file_outside_the_inputs(bundle,
     import builtins
     import io
 
-    from device_runtime import Adapter, Bundle
+    from mtl.device_runtime import Adapter, Bundle
 
     support = write_support(tmp_path / "support", CLASSES)
     opened: list[Path] = []
@@ -151,7 +151,7 @@ def _fifo(path: Path) -> Path:
 def _in_time(args: list[str], seconds: float = 60):
     """`mtl args` in a subprocess with a deadline: a read that blocks fails the test instead of hanging it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "mtl", *args], capture_output=True, text=True, env=env,
                           timeout=seconds, cwd=REPO)
 
 
@@ -180,9 +180,9 @@ def test_a_zip_listing_thousands_of_members_is_refused_from_its_directory_record
 
 
 def test_a_bundle_larger_than_the_cap_is_refused_before_it_is_read(bundle, tmp_path, monkeypatch):
-    import device_runtime.archive as archive
-    from device_runtime.atomic import atomic_write_bytes
-    from device_runtime.bundle import Bundle
+    import mtl.device_runtime.archive as archive
+    from mtl.device_runtime.atomic import atomic_write_bytes
+    from mtl.device_runtime.bundle import Bundle
 
     single = tmp_path / "b.mtlb"
     atomic_write_bytes(single, Bundle.load(bundle).to_zip_bytes())

@@ -6,15 +6,15 @@ written or the previous output left as it was."""
 from pathlib import Path
 
 import pytest
+from mtl.cli.app import app
 
-from cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, runner, snapshot
 from tests.device_runtime.bundle_factory import write_support
 
 
 @pytest.mark.parametrize("crash_after", [0, 1, 2])
 def test_a_crash_while_saving_over_an_adapted_state_leaves_it_whole(crash_after, bundle, tmp_path, monkeypatch):
-    import device_runtime.adapted_state as adapted_state
+    import mtl.device_runtime.adapted_state as adapted_state
 
     support = write_support(tmp_path / "support", CLASSES)
     out = tmp_path / "adapted"
@@ -46,7 +46,7 @@ def test_options_typer_cannot_parse_are_one_line_from_the_installed_command(args
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-m", "cli", *args], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "mtl", *args], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

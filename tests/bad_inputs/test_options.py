@@ -61,9 +61,10 @@ def test_resume_with_other_options_is_refused_and_the_run_is_untouched(pretraine
 
 
 def test_resume_of_a_checkpoint_copied_from_another_run_is_refused(pretrained_run, tmp_path):
-    from pipeline.atomic import atomic_write_json
-    from pipeline.errors import ConfigError
-    from pipeline.train.pretrain import PretrainConfig, pretrain
+    from mtl.pipeline.atomic import atomic_write_json
+    from mtl.pipeline.errors import ConfigError
+    from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
+
     from tests.conftest import SMALL
 
     run = tmp_path / "run"
@@ -79,7 +80,7 @@ def test_resume_of_a_checkpoint_copied_from_another_run_is_refused(pretrained_ru
 
 def _other_backbone_checkpoint(pretrained_run, tmp_path) -> Path:
     """The pretrained conv4 tensors under metadata that says resnet12: the model built does not fit them."""
-    from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+    from mtl.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(pretrained_run[0] / "best.safetensors")
     ckpt.meta["model"] = {**ckpt.meta["model"], "backbone": "resnet12", "options": {"channels": [8, 8, 8, 8]}}

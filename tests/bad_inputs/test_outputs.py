@@ -11,8 +11,8 @@ import errno
 import os
 
 import pytest
+from mtl.cli.app import app
 
-from cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, fails_cleanly, runner, snapshot
 from tests.device_runtime.bundle_factory import write_support
 
@@ -65,7 +65,7 @@ def _disk_full(*args, **kwargs):
 
 
 def test_a_full_disk_while_adapting_is_one_line_and_the_previous_state_stays(bundle, tmp_path, monkeypatch):
-    import device_runtime.atomic as atomic
+    import mtl.device_runtime.atomic as atomic
 
     support = write_support(tmp_path / "support", CLASSES)
     out = tmp_path / "adapted"
@@ -79,7 +79,7 @@ def test_a_full_disk_while_adapting_is_one_line_and_the_previous_state_stays(bun
 
 
 def test_a_read_only_file_system_while_exporting_is_one_line(pretrained_run, tmp_path, monkeypatch):
-    import device_runtime.atomic as atomic
+    import mtl.device_runtime.atomic as atomic
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))

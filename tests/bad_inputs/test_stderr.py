@@ -18,7 +18,7 @@ def test_an_image_past_pillows_bomb_warning_is_one_line_not_a_warning(bundle, tm
 
 
 def test_an_image_past_mtls_own_pixel_cap_is_refused_from_its_header(bundle, tmp_path, monkeypatch):
-    import device_runtime.preprocess as preprocess
+    import mtl.device_runtime.preprocess as preprocess
 
     support = write_support(tmp_path / "support", CLASSES)
     monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 100)

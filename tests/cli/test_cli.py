@@ -3,9 +3,8 @@ import os
 import subprocess
 import sys
 
+from mtl.cli.app import app
 from typer.testing import CliRunner
-
-from cli.app import app
 
 runner = CliRunner()
 
@@ -17,7 +16,7 @@ def test_help_lists_the_commands():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from cli.app import app; "
+    code = ("import sys; from mtl.cli.app import app; "
             "assert not {'torch', 'matplotlib'} & set(sys.modules), 'torch or matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
 

@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from mtl.cli.app import app
 from typer.testing import CliRunner
 
-from cli.app import app
 from tests.cli.test_report_cli import one_line_error
 from tests.png_check import assert_drawn_png
 from tests.tolerance import assert_equivalent
@@ -20,7 +20,7 @@ def evaluate_json(*args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def mtl_bundle(tiny_mtl_run, tmp_path_factory):
-    from exporters.bundle_export import export_bundle
+    from mtl.exporters.bundle_export import export_bundle
 
     return export_bundle(tiny_mtl_run, tmp_path_factory.mktemp("bundle") / "mtl.mtlb", single_file=True).path
 
@@ -51,8 +51,8 @@ def test_a_bundle_plots_device_steps_and_its_default_point_is_what_evaluate_repo
 
 def curve_scores(path, steps: int) -> list[tuple[float, ...]]:
     """Per-episode accuracy after 0 … `steps` steps on the CLI's episodes, from the API the CLI calls."""
-    from pipeline.train.evaluate import EvalConfig
-    from pipeline.train.evaluate_ckpt import step_curve
+    from mtl.pipeline.train.evaluate import EvalConfig
+    from mtl.pipeline.train.evaluate_ckpt import step_curve
 
     cfg = EvalConfig(ways=5, shots=1, queries=3, episodes=12, seed=3)
     return [r.per_episode for r in step_curve(str(path), None, cfg, "cpu", steps=steps).results]

@@ -1,6 +1,5 @@
+from mtl.cli.app import app
 from typer.testing import CliRunner
-
-from cli.app import app
 
 runner = CliRunner()
 

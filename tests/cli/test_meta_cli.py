@@ -1,10 +1,9 @@
 import json
 
 import pytest
+from mtl.cli.app import app
+from mtl.pipeline.algorithms import ALGORITHMS
 from typer.testing import CliRunner
-
-from cli.app import app
-from pipeline.algorithms import ALGORITHMS
 
 runner = CliRunner()
 FAST = ["--data", "synthetic:30", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "2",

@@ -1,11 +1,11 @@
 import json
 
 import pytest
+from mtl.cli.app import app
+from mtl.pipeline.report.plots import training_curve
+from mtl.pipeline.report.runs import read_run
 from typer.testing import CliRunner
 
-from cli.app import app
-from pipeline.report.plots import training_curve
-from pipeline.report.runs import read_run
 from tests.pipeline.report.test_runs import meta_row, write_run
 from tests.png_check import assert_drawn_png
 
@@ -36,7 +36,7 @@ def test_report_overlays_a_pretrain_and_a_meta_train_run(pretrained_run, tiny_mt
 def test_the_legend_names_every_overlaid_run_and_clashing_names_get_their_parent(tmp_path):
     a = write_run(tmp_path / "a" / "run", [meta_row(1, 1.0, lr=1e-3), meta_row(2, 2.0, lr=1e-3)])
     b = write_run(tmp_path / "b" / "run", [meta_row(1, 1.5, lr=2e-3)])
-    from pipeline.report.summary import unique_names
+    from mtl.pipeline.report.summary import unique_names
 
     runs = [read_run(p, n) for p, n in zip([a, b], unique_names([a, b]), strict=True)]
     figure = training_curve(runs, "val_accuracy")

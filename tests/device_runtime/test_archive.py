@@ -6,8 +6,7 @@ import warnings
 import zipfile
 
 import pytest
-
-from device_runtime import Bundle, BundleError
+from mtl.device_runtime import Bundle, BundleError
 
 
 @pytest.fixture

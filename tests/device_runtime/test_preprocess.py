@@ -1,12 +1,12 @@
 import io
 
+import mtl.device_runtime.preprocess as device_preprocess
 import numpy as np
 import pytest
+from mtl.device_runtime.errors import BundleError, DataError, MtlError
+from mtl.device_runtime.preprocess import InputSpec, normalize, preprocess
 from PIL import Image
 
-import device_runtime.preprocess as device_preprocess
-from device_runtime.errors import BundleError, DataError, MtlError
-from device_runtime.preprocess import InputSpec, normalize, preprocess
 from tests.tolerance import assert_float_close
 
 
@@ -33,7 +33,7 @@ def pngs(tmp_path):
                                             resize="bicubic")])
 def test_preprocessing_equals_the_training_transform_of_load_image(pngs, spec):
     pytest.importorskip("torch", reason="the training side (pipeline.data) needs the train extra")
-    from pipeline.data.images import load_image
+    from mtl.pipeline.data.images import load_image
 
     reference = expected([load_image(p, spec) for p in pngs], spec)
     assert np.array_equal(preprocess(pngs, spec), reference)
@@ -46,17 +46,17 @@ def test_preprocessing_equals_the_training_transform_of_load_image(pngs, spec):
 
 def test_pipeline_re_exports_the_one_definition():
     pytest.importorskip("torch", reason="the training side (pipeline.data) needs the train extra")
-    import device_runtime.atomic
-    import device_runtime.errors
-    import pipeline.atomic
-    import pipeline.data.images as pipeline_images
-    import pipeline.errors
+    import mtl.device_runtime.atomic as device_atomic
+    import mtl.device_runtime.errors as device_errors
+    import mtl.pipeline.atomic as pipeline_atomic
+    import mtl.pipeline.data.images as pipeline_images
+    import mtl.pipeline.errors as pipeline_errors
 
     for name in ("InputSpec", "convert_image", "load_image", "IMAGE_SUFFIXES", "RESIZE_METHODS"):
         assert getattr(pipeline_images, name) is getattr(device_preprocess, name)
-    for name in ("MtlError", "ConfigError", "DataError", "CheckpointError", "BundleError"):
-        assert getattr(pipeline.errors, name) is getattr(device_runtime.errors, name)
-    assert pipeline.atomic.atomic_write_bytes is device_runtime.atomic.atomic_write_bytes
+    for name in ("MtlError", "ConfigError", "DataError", "CheckpointError", "BundleError", "OutputError"):
+        assert getattr(pipeline_errors, name) is getattr(device_errors, name)
+    assert pipeline_atomic.atomic_write_bytes is device_atomic.atomic_write_bytes
     assert issubclass(BundleError, MtlError) and issubclass(MtlError, ValueError)
 
 

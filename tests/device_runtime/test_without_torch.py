@@ -30,7 +30,7 @@ sys.meta_path.insert(0, BlockTrainingPackages())
 API = '''
 import json, sys
 from pathlib import Path
-from device_runtime import Adapter, Bundle
+from mtl.device_runtime import Adapter, Bundle
 
 bundle_path, support, out = map(Path, sys.argv[1:4])
 adapter = Adapter(Bundle.load(bundle_path))
@@ -70,24 +70,24 @@ def test_bundle_load_adapt_predict_and_the_cli_work_without_torch(run_blocked, t
     assert api.returncode == 0, api.stderr
     assert json.loads(api.stdout) == {"labels": ["a", "b", "c"], "imported": []}
 
-    adapt = run_blocked("-m", "cli", "adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted"),
+    adapt = run_blocked("-m", "mtl", "adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted"),
                         "--steps", "10")
     assert adapt.returncode == 0, adapt.stderr
     assert "classes (3): a, b, c" in adapt.stdout
-    predict = run_blocked("-m", "cli", "predict", str(tmp_path / "adapted"), str(support / "b" / "1.png"), "--json")
+    predict = run_blocked("-m", "mtl", "predict", str(tmp_path / "adapted"), str(support / "b" / "1.png"), "--json")
     assert predict.returncode == 0, predict.stderr
     assert json.loads(predict.stdout)[0]["label"] == "b"
-    show = run_blocked("-m", "cli", "predict", str(tmp_path / "adapted"), str(support / "a" / "1.png"),
+    show = run_blocked("-m", "mtl", "predict", str(tmp_path / "adapted"), str(support / "a" / "1.png"),
                        str(support / "c" / "2.png"), "--show", str(tmp_path / "sheet.png"))
     assert show.returncode == 0, show.stderr
     assert "contact sheet: " in show.stdout
     assert_drawn_png(tmp_path / "sheet.png", min_size=(288, 144))
-    verify = run_blocked("-m", "cli", "bundle", "verify", str(bundle))
+    verify = run_blocked("-m", "mtl", "bundle", "verify", str(bundle))
     assert verify.returncode == 0 and verify.stdout.startswith("ok: "), verify.stderr
 
 
 def test_a_training_command_without_torch_says_which_extra_to_install(run_blocked, tmp_path):
-    result = run_blocked("-m", "cli", "pretrain", "--data", "synthetic:10", "--out", str(tmp_path / "run"))
+    result = run_blocked("-m", "mtl", "pretrain", "--data", "synthetic:10", "--out", str(tmp_path / "run"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("error: this command needs the training extra (torch is not installed): "
                                      "pip install 'mtl[train]'")

@@ -7,14 +7,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from mtl.exporters.bundle_export import export_bundle
+from mtl.exporters.deploy_model import deploy_model
+from mtl.exporters.graphs import adapt_step_fn
+from mtl.pipeline.algorithms.inner import inner_adapt
+from mtl.pipeline.errors import CheckpointError
+from mtl.pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 
-from exporters.bundle_export import export_bundle
-from exporters.deploy_model import deploy_model
-from exporters.graphs import adapt_step_fn
-from pipeline.algorithms.inner import inner_adapt
-from pipeline.errors import CheckpointError
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_float_close, float_tolerance
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=2, iterations=2, val_every=2,
@@ -97,7 +97,7 @@ def test_a_body_adapting_checkpoint_is_refused_with_the_reason_and_ships_frozen_
 
 
 def test_export_never_replaces_an_unrelated_directory_and_replaces_its_own(pretrained_run, tmp_path):
-    from pipeline.errors import ConfigError
+    from mtl.pipeline.errors import ConfigError
 
     precious = tmp_path / "photos"
     precious.mkdir()

@@ -1,10 +1,9 @@
 from dataclasses import dataclass
 
 import pytest
-
-from pipeline.atomic import append_jsonl, atomic_write_bytes, read_jsonl
-from pipeline.config import resolve_config
-from pipeline.errors import ConfigError, OutputError
+from mtl.pipeline.atomic import append_jsonl, atomic_write_bytes, read_jsonl
+from mtl.pipeline.config import resolve_config
+from mtl.pipeline.errors import ConfigError, OutputError
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -1,8 +1,7 @@
 import pytest
 import torch
-
-from pipeline.algorithms import LearnerSpec, MetaLearner
-from pipeline.algorithms.base import TaskBatch
+from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
+from mtl.pipeline.algorithms.base import TaskBatch
 
 
 def tiny_learner(dtype=torch.float64, seed=0, **overrides) -> MetaLearner:

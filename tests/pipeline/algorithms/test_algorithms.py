@@ -1,10 +1,9 @@
 import pytest
 import torch
-
-from pipeline.algorithms import ALGORITHMS, Hyper, get_algorithm
-from pipeline.algorithms.joint import joint_optimizers, joint_update, shared_parameters, transfer_update
-from pipeline.algorithms.reptile import adapted_mean, reptile_update
-from pipeline.errors import ConfigError
+from mtl.pipeline.algorithms import ALGORITHMS, Hyper, get_algorithm
+from mtl.pipeline.algorithms.joint import joint_optimizers, joint_update, shared_parameters, transfer_update
+from mtl.pipeline.algorithms.reptile import adapted_mean, reptile_update
+from mtl.pipeline.errors import ConfigError
 
 from .conftest import tiny_batch, tiny_learner
 

@@ -1,9 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from pipeline.algorithms import Hyper, inner_adapt, inner_step
-from pipeline.algorithms.base import accumulate_meta_gradient, batch_outputs, query_metrics
+from mtl.pipeline.algorithms import Hyper, inner_adapt, inner_step
+from mtl.pipeline.algorithms.base import accumulate_meta_gradient, batch_outputs, query_metrics
 
 from .conftest import tiny_batch, tiny_learner
 
@@ -121,7 +120,7 @@ def test_a_head_adapts_to_more_classes_than_it_was_built_for():
 
 
 def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_gradient(batch, monkeypatch):
-    from pipeline.algorithms import base
+    from mtl.pipeline.algorithms import base
 
     learner = tiny_learner()
     hp = Hyper(inner_steps=2)
@@ -144,8 +143,7 @@ def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_g
 
 def test_a_meta_step_that_cannot_compile_warns_once_and_computes_the_same_gradient_eagerly(batch, monkeypatch):
     import torch._dynamo
-
-    from pipeline.algorithms import base
+    from mtl.pipeline.algorithms import base
 
     learner = tiny_learner()
     accumulate_meta_gradient(learner, batch, Hyper(inner_steps=2))

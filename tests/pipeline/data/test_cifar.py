@@ -4,10 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipeline.data import load_data, make_splits
-from pipeline.data.cifar import CIFAR100_SUPERCLASSES, CIFAR_FS_SPLIT, FC100_SPLIT, read_cifar_file
-from pipeline.errors import DataError
+from mtl.pipeline.data import load_data, make_splits
+from mtl.pipeline.data.cifar import CIFAR100_SUPERCLASSES, CIFAR_FS_SPLIT, FC100_SPLIT, read_cifar_file
+from mtl.pipeline.errors import DataError
 
 FINE = sorted(name for members in CIFAR100_SUPERCLASSES.values() for name in members)
 COARSE = list(CIFAR100_SUPERCLASSES)

@@ -1,10 +1,9 @@
 import pytest
 import torch
-
-from pipeline.data.class_images import ClassImages
-from pipeline.data.images import InputSpec
-from pipeline.data.sampler import EpisodeSampler
-from pipeline.errors import ConfigError, DataError
+from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data.images import InputSpec
+from mtl.pipeline.data.sampler import EpisodeSampler
+from mtl.pipeline.errors import ConfigError, DataError
 
 
 def make_data(counts=(6, 7, 8, 9, 10), size=8) -> ClassImages:

@@ -1,7 +1,6 @@
 import pytest
-
-from pipeline.data import SCHEMES, data_scheme, load_data, parse_data_spec
-from pipeline.errors import ConfigError, DataError
+from mtl.pipeline.data import SCHEMES, data_scheme, load_data, parse_data_spec
+from mtl.pipeline.errors import ConfigError, DataError
 
 
 @pytest.mark.parametrize(("spec", "scheme"), [

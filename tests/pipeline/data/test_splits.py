@@ -2,9 +2,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipeline.data import ClassImages, InputSpec, Splits, make_splits
-from pipeline.errors import ConfigError, DataError
+from mtl.pipeline.data import ClassImages, InputSpec, Splits, make_splits
+from mtl.pipeline.errors import ConfigError, DataError
 
 
 def make_data(group_sizes=(5, 3, 4, 2, 6, 1), provenance=None, grouped=True) -> ClassImages:

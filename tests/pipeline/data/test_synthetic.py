@@ -2,10 +2,9 @@ import time
 
 import pytest
 import torch
-
-from pipeline.data import load_data
-from pipeline.data.synthetic import load_synthetic, num_families
-from pipeline.errors import ConfigError
+from mtl.pipeline.data import load_data
+from mtl.pipeline.data.synthetic import load_synthetic, num_families
+from mtl.pipeline.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

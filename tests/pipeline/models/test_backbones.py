@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-
-from pipeline.errors import ConfigError
-from pipeline.models import BACKBONES, build_backbone
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import BACKBONES, build_backbone
 
 NAMES = ["conv4", "resnet12", "resnet18", "mobilenet_v3_small"]
 EXPECTED_DIMS = {

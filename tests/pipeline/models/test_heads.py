@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-
-from pipeline.errors import ConfigError
-from pipeline.models import CosineHead, LinearHead, build_head
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import CosineHead, LinearHead, build_head
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])

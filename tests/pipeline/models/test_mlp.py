@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from mtl.pipeline.data.sinusoid import SinusoidTasks
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import BACKBONES, ModelSpec, build_backbone, build_model
 from torch.func import functional_call, grad, vmap
-
-from pipeline.data.sinusoid import SinusoidTasks
-from pipeline.errors import ConfigError
-from pipeline.models import BACKBONES, ModelSpec, build_backbone, build_model
 
 
 def test_mlp_is_registered_and_defaults_to_the_maml_sine_network():

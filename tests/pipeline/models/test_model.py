@@ -5,10 +5,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import FewShotModel, ModelSpec, build_model
 from torch.func import functional_call, grad, vmap
-
-from pipeline.errors import ConfigError
-from pipeline.models import FewShotModel, ModelSpec, build_model
 
 SMALL_SPECS = [
     ModelSpec("conv4", in_channels=1, image_size=28, head="linear", n_classes=5),

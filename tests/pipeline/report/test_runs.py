@@ -2,9 +2,8 @@ import json
 import re
 
 import pytest
-
-from pipeline.errors import CheckpointError
-from pipeline.report.runs import read_run
+from mtl.pipeline.errors import CheckpointError
+from mtl.pipeline.report.runs import read_run
 
 
 def write_run(path, rows, config=None, raw=None):

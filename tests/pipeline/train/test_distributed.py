@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pipeline.atomic import read_jsonl
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.meta_train import MetaTrainConfig, meta_train
+from mtl.pipeline.atomic import read_jsonl
+from mtl.pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 
 REPO = Path(__file__).resolve().parents[3]
 ADAM_LR = MetaTrainConfig().outer_lr  # Adam moves a parameter by at most about this much per step
@@ -34,7 +33,7 @@ FAST = ["--data", "synthetic:30", "--ways", "3", "--shots", "1", "--queries", "2
 def mtl(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RANK", None)
-    return subprocess.run([sys.executable, "-m", "cli", "meta-train", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "mtl", "meta-train", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -1,10 +1,9 @@
 import pytest
 import torch
-
-from pipeline.errors import CheckpointError, ConfigError
-from pipeline.train.common import mean_ci95
-from pipeline.train.evaluate import EvalConfig, finetune_logits, prototype_logits
-from pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.errors import CheckpointError, ConfigError
+from mtl.pipeline.train.common import mean_ci95
+from mtl.pipeline.train.evaluate import EvalConfig, finetune_logits, prototype_logits
+from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
 
 
 def clustered_features(episodes=8, ways=5, shots=3, queries=4, dim=16, noise=0.3, seed=0):

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pipeline.atomic import read_jsonl
-from pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.atomic import read_jsonl
+from mtl.pipeline.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNS = {  # each writes a metrics row (and last.safetensors) 6 times
@@ -31,7 +30,7 @@ KILLS = (signal.SIGKILL, signal.SIGINT)
 
 
 def _start(command: str, config: Path, out: Path, resume: bool) -> subprocess.Popen:
-    args = [sys.executable, "-m", "cli", command, "--config", str(config), "--out", str(out), "--device", "cpu",
+    args = [sys.executable, "-m", "mtl", command, "--config", str(config), "--out", str(out), "--device", "cpu",
             "-q", *(["--resume"] if resume else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

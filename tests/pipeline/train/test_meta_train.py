@@ -1,13 +1,13 @@
 import pytest
 import torch
+from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
+from mtl.pipeline.atomic import read_jsonl
+from mtl.pipeline.errors import CheckpointError, ConfigError
+from mtl.pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig
+from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 
-from pipeline.algorithms import LearnerSpec, MetaLearner
-from pipeline.atomic import read_jsonl
-from pipeline.errors import CheckpointError, ConfigError
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.evaluate import EvalConfig
-from pipeline.train.evaluate_ckpt import evaluate_checkpoint
-from pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_better, assert_float_close
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=4, inner_steps=2, val_every=10,
@@ -23,8 +23,8 @@ def test_short_maml_beats_the_untrained_model_on_held_out_classes(tmp_path):
     ckpt = load_checkpoint(tmp_path / "maml")
     torch.manual_seed(cfg.seed)  # the same initialisation meta-training started from
     untrained = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
-    from pipeline.train.evaluate_ckpt import held_out_classes
-    from pipeline.train.evaluate_meta import evaluate_learner
+    from mtl.pipeline.train.evaluate_ckpt import held_out_classes
+    from mtl.pipeline.train.evaluate_meta import evaluate_learner
 
     data, _ = held_out_classes("synthetic:60", ckpt.meta)
     before = evaluate_learner(untrained, data, eval_cfg, 2, torch.device("cpu"))

@@ -2,13 +2,13 @@ import json
 
 import pytest
 import torch
+from mtl.pipeline.atomic import read_jsonl
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig
+from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 
-from pipeline.atomic import read_jsonl
-from pipeline.errors import ConfigError
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.evaluate import EvalConfig
-from pipeline.train.evaluate_ckpt import evaluate_checkpoint
-from pipeline.train.pretrain import PretrainConfig, pretrain
 from tests.conftest import SMALL
 from tests.tolerance import assert_better
 
@@ -40,10 +40,10 @@ def test_pretrained_features_beat_chance_by_a_wide_margin_on_unseen_classes(pret
 
 
 def _untrained_accuracy(out):
-    from pipeline.data import load_data
-    from pipeline.models import ModelSpec, build_model
-    from pipeline.train.evaluate import evaluate_backbone
-    from pipeline.train.evaluate_ckpt import held_out_classes
+    from mtl.pipeline.data import load_data
+    from mtl.pipeline.models import ModelSpec, build_model
+    from mtl.pipeline.train.evaluate import evaluate_backbone
+    from mtl.pipeline.train.evaluate_ckpt import held_out_classes
 
     ckpt = load_checkpoint(out)
     torch.manual_seed(123)

@@ -4,13 +4,12 @@ points, the MAML initialisation fits a new sine far better than a network pretra
 import pytest
 import torch
 import torch.nn.functional as F
-
-from pipeline.algorithms import LearnerSpec, MetaLearner
-from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.evaluate import EvalConfig
-from pipeline.train.evaluate_meta import evaluate_regression
-from pipeline.train.meta_train import MetaTrainConfig, meta_train
-from pipeline.train.tasks import RegressionTasks
+from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
+from mtl.pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig
+from mtl.pipeline.train.evaluate_meta import evaluate_regression
+from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
+from mtl.pipeline.train.tasks import RegressionTasks
 
 ITERATIONS = 1500
 

@@ -1,0 +1,5 @@
+"""`python -m mtl ...`: the same as the `mtl` command."""
+
+from mtl.cli.app import main
+
+main()
