@@ -30,6 +30,7 @@ from device_adapt_images import calibration_images, write_images  # noqa: E402  
 
 if TYPE_CHECKING:  # torch is imported lazily: the device worker runs this file and must never load it
     import torch
+
     from mtl.exporters.deploy_model import DeployModel
 
 T = TypeVar("T")
@@ -204,6 +205,7 @@ def torch_once(job: dict[str, Any], load: Callable[[], Any]) -> dict[str, Any]:
 def torch_images(dm: DeployModel, paths: list[str]) -> torch.Tensor:
     """PNG files → normalised float32 (B, C, H, W): Pillow decode as in training, then `normalize`."""
     import torch
+
     from mtl.pipeline.data import load_image
     from mtl.pipeline.train.common import normalize
 
@@ -252,6 +254,7 @@ def torch_adapt(dm: DeployModel, classes: dict[str, list[str]], steps: int,
                 batch: int) -> tuple[tuple[torch.Tensor, torch.Tensor], list[float]]:
     """End to end: decode + embed each class, init the head, steps + 1 eager steps → (head, losses)."""
     import torch
+
     from mtl.exporters.graphs import adapt_step_fn
 
     features = torch.cat([torch_embed(dm, torch_images(dm, files), batch) for files in classes.values()])
@@ -270,6 +273,7 @@ def torch_predict(dm: DeployModel, head: tuple[torch.Tensor, torch.Tensor], path
                   classes: list[str], batch: int) -> list[str]:
     """Query PNGs → predicted class names (decode, embed, head softmax)."""
     import torch
+
     from mtl.exporters.graphs import predict_fn
 
     features = torch_embed(dm, torch_images(dm, paths), batch)
@@ -285,6 +289,7 @@ def make_bundle(w: Workload, work: Path, omniglot: Path, quantize: bool = False)
     """A randomly initialised model → pretrain checkpoint → exported bundle directory (`quantize`: with an
     int8 extractor); its sizes."""
     import torch
+
     from mtl.device_runtime.archive import zip_bytes
     from mtl.exporters.bundle_export import export_bundle
     from mtl.pipeline.config import config_to_dict

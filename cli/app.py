@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+
 from mtl.cli import device_cmd, evaluate_cmd, export_cmd, meta_cmd, report_cmd, train_cmd
 from mtl.cli.errors import fail
 

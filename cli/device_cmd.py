@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from mtl.cli.errors import handle_errors, one_line
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from mtl.cli.errors import handle_errors, one_line
 
 if TYPE_CHECKING:
     from mtl.device_runtime.bundle import Bundle

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from mtl.pipeline.errors import MtlError
 from rich.console import Console
 from rich.markup import escape
+
+from mtl.pipeline.errors import MtlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 stderr = Console(stderr=True)

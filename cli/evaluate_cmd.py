@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
+
 from mtl.cli.errors import handle_errors
 from mtl.cli.options import DataOpt, DeviceOpt, QuietOpt, enum_value
 from mtl.cli.progress import progress_bars
-from rich.console import Console
 
 if TYPE_CHECKING:
     from mtl.pipeline.train.evaluate import EvalConfig

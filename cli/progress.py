@@ -6,8 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from mtl.cli.errors import stderr
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mtl.cli.errors import stderr
 
 LABELS = {"epoch": "epochs", "batch": "  batches", "episodes": "episodes", "iteration": "iterations",
           "validation": "validations"}

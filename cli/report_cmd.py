@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from mtl.cli.errors import handle_errors
 from rich.console import Console
+
+from mtl.cli.errors import handle_errors
 
 console = Console()
 

@@ -6,10 +6,11 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from mtl.cli.errors import handle_errors
 from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
 from mtl.cli.progress import progress_bars
-from rich.console import Console
 
 console = Console()
 

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
 from mtl.device_runtime import jsonio
 from mtl.device_runtime.adapter import AdaptResult
 from mtl.device_runtime.archive import MAX_MANIFEST_BYTES, MAX_TOTAL_BYTES

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from mtl.device_runtime.bundle import Bundle
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError
 from mtl.device_runtime.manifest import LIMITS

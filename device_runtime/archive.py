@@ -156,12 +156,15 @@ def _check_directory_size(handle: BinaryIO, label: str) -> None:
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:
-    """Files (name → content, the manifest first) → deterministic `.mtlb` zip bytes."""
+    """Files (name → content) → deterministic `.mtlb` zip bytes: the manifest first, then the other files in name
+    order, fixed timestamps and permissions. The one zip writer of mtl: the exporter and the device both use it,
+    so the same files always give the same bytes (two exports of one checkpoint are byte-identical)."""
+    names = sorted(files, key=lambda name: (name != MANIFEST, name))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
+        for name in names:
             info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (stat.S_IFREG | 0o644) << 16
-            archive.writestr(info, data)
+            archive.writestr(info, files[name])
     return buffer.getvalue()

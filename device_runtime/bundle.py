@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from mtl.device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
 from mtl.device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError

@@ -13,11 +13,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont
+
 from mtl.device_runtime.atomic import atomic_write_bytes
 from mtl.device_runtime.errors import DataError
 from mtl.device_runtime.files import read_regular
 from mtl.device_runtime.preprocess import MAX_IMAGE_BYTES
-from PIL import Image, ImageDraw, ImageFont
 
 THUMB = 128  # pixels: the longer side of each image on the sheet
 PAD = 8

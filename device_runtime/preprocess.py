@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from mtl.device_runtime.errors import ConfigError, DataError
 from mtl.device_runtime.files import read_regular
-from PIL import Image, UnidentifiedImageError
 
 # Pillow warns (UserWarning) about damaged metadata, e.g. "Corrupt EXIF data", and then either decodes the
 # pixels or raises; a warning would add a second line to the one-line error (or noise to a success).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+
+from mtl.device_runtime.archive import zip_bytes
 from mtl.device_runtime.atomic import check_output, replace_dir
 from mtl.device_runtime.manifest import MANIFEST, SCHEMA, STANDARD_DOMAINS
 from mtl.device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
@@ -198,11 +199,7 @@ def _bundle_path(out: Path, single_file: bool) -> Path:
 def _write(out: Path, files: dict[str, bytes], single_file: bool) -> Path:
     """Write the bundle atomically: one zip renamed into place, or a temp directory swapped in."""
     if single_file:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, data in files.items():
-                zf.writestr(name, data)
-        atomic_write_bytes(out, buffer.getvalue())
+        atomic_write_bytes(out, zip_bytes(files))
         return out
 
     def fill(staging: Path) -> None:

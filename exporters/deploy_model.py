@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from torch import nn
+
 from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
 from mtl.pipeline.data import InputSpec
 from mtl.pipeline.errors import CheckpointError, ConfigError
@@ -21,7 +23,6 @@ from mtl.pipeline.models import ModelSpec, build_model
 from mtl.pipeline.models.scale_shift import fold_scale_shift
 from mtl.pipeline.models.task_batchnorm import TaskBatchNorm2d
 from mtl.pipeline.train.checkpoint import Checkpoint, load_weights
-from torch import nn
 
 PRETRAIN_DEFAULT_STEPS, PRETRAIN_DEFAULT_LR = 10, 0.1
 

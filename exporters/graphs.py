@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import onnx
 import torch
 import torch.nn.functional as F
-from mtl.exporters.deploy_model import DeployModel
-from mtl.pipeline.algorithms.inner import inner_step
 from torch._decomp import core_aten_decompositions
 from torch.export import Dim
 from torch.fx.experimental.proxy_tensor import make_fx
+
+from mtl.exporters.deploy_model import DeployModel
+from mtl.pipeline.algorithms.inner import inner_step
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+
 from mtl.pipeline.errors import ConfigError, MtlError
 
 QUANTIZE_CHOICES = ("int8",)

@@ -54,6 +54,7 @@ def test_every_np_load_refuses_pickles_and_every_torch_load_is_weights_only():
 
 def test_an_adapted_state_npz_holding_a_pickle_is_refused(tmp_path):
     import numpy as np
+
     from mtl.device_runtime.adapted_state import _read_state
     from mtl.device_runtime.errors import BundleError
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.func import vmap
+
 from mtl.pipeline.algorithms.inner import Params
 from mtl.pipeline.algorithms.learner import MetaLearner
-from torch.func import vmap
 
 
 @dataclass(frozen=True)

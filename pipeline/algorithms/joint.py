@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from mtl.pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, gradient_update
 from mtl.pipeline.algorithms.learner import MetaLearner
 from mtl.pipeline.algorithms.reptile import reptile_update

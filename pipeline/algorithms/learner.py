@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
 from mtl.pipeline.algorithms.inner import LossFn, Params, StepSize, inner_adapt, inner_trajectory
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import build_backbone
 from mtl.pipeline.models.task_batchnorm import use_task_batchnorm
-from torch import nn
-from torch.func import functional_call
 
 HEAD_INITS = ("learned", "proto", "zero")
 ADAPT_MODES = ("head", "all", "proto")

@@ -9,10 +9,11 @@ averaging the adapted class rows.
 from __future__ import annotations
 
 import torch
+from torch.func import vmap
+
 from mtl.pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, chunk_slices
 from mtl.pipeline.algorithms.inner import Params
 from mtl.pipeline.algorithms.learner import MetaLearner
-from torch.func import vmap
 
 
 def collapse(fast: Params, learner: MetaLearner) -> Params:

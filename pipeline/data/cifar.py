@@ -16,11 +16,12 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.data.folder import fill_images
 from mtl.pipeline.data.images import InputSpec, convert_image
 from mtl.pipeline.errors import DataError
-from PIL import Image
 
 CIFAR_SIZE = 32
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from mtl.pipeline.data.images import InputSpec
 from mtl.pipeline.errors import DataError
 

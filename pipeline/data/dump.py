@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from mtl.pipeline.data import ClassImages, load_data
 from mtl.pipeline.errors import DataError
-from PIL import Image
 
 
 def dump_classes(data: ClassImages, names: list[str], out: Path, shots: int, queries: int) -> None:

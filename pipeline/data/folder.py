@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.data.images import IMAGE_SUFFIXES, InputSpec, load_image
 from mtl.pipeline.errors import DataError

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.errors import ConfigError, DataError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from mtl.pipeline.data.sampler import Episodes
 from mtl.pipeline.errors import ConfigError
 

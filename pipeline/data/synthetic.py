@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw
+
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.data.images import InputSpec, convert_image
 from mtl.pipeline.errors import ConfigError
-from PIL import Image, ImageDraw
 
 SYNTHETIC_CLASSES = 200
 SYNTHETIC_SAMPLES = 20

@@ -9,8 +9,9 @@ after Vinyals et al., "Matching Networks for One Shot Learning" (NeurIPS 2016): 
 from __future__ import annotations
 
 import torch
-from mtl.pipeline.models.registry import check_flag, check_positive, probe_feature_dim, register_backbone
 from torch import nn
+
+from mtl.pipeline.models.registry import check_flag, check_positive, probe_feature_dim, register_backbone
 
 
 def conv_block(in_channels: int, out_channels: int, track_running_stats: bool = True) -> nn.Sequential:

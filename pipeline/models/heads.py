@@ -15,9 +15,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models.registry import check_positive
-from torch import nn
 
 COSINE_INIT_SCALE = 10.0
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models.registry import check_flag, check_positive, register_backbone
-from torch import nn
 
 
 class MLP(nn.Module):

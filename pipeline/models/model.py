@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
+from torch import nn
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models.heads import HEADS, build_head
 from mtl.pipeline.models.registry import BACKBONES, build_backbone, check_positive, check_shape_args
-from torch import nn
 
 
 @dataclass(frozen=True)

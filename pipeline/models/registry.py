@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-from mtl.pipeline.errors import ConfigError
 from torch import nn
+
+from mtl.pipeline.errors import ConfigError
 
 Builder = Callable[..., nn.Module]
 

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models.registry import check_flag, check_positive, probe_feature_dim, register_backbone
-from torch import nn
 
 _SLOPE = 0.1
 

@@ -13,8 +13,9 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from mtl.pipeline.errors import ConfigError
 from torch import nn
+
+from mtl.pipeline.errors import ConfigError
 
 
 class ScaleShiftConv2d(nn.Module):

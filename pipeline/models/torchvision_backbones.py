@@ -11,10 +11,11 @@ replaced by ``nn.Identity`` so the forward returns pooled features: 512 (ResNet-
 from __future__ import annotations
 
 import torchvision
-from mtl.pipeline.errors import ConfigError
-from mtl.pipeline.models.registry import check_flag, probe_feature_dim, register_backbone
 from torch import nn
 from torch.func import replace_all_batch_norm_modules_
+
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models.registry import check_flag, probe_feature_dim, register_backbone
 
 SMALL_INPUT = 64
 

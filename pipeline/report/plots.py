@@ -19,6 +19,7 @@ from mtl.pipeline.report.runs import RunHistory
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
     from mtl.pipeline.train.evaluate_ckpt import StepCurve
 
 # metric name → (what to read from a run, y-axis label); a run whose reader gives None is left out

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mtl.device_runtime.files import read_regular
-from mtl.pipeline.atomic import atomic_write_bytes
-from mtl.pipeline.errors import CheckpointError
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from mtl.device_runtime.files import read_regular
+from mtl.pipeline.atomic import atomic_write_bytes
+from mtl.pipeline.errors import CheckpointError
 
 FORMAT = "mtl-checkpoint/1"
 MAX_CHECKPOINT_BYTES = 64 << 30

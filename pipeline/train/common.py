@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
+
 from mtl.pipeline.data.images import InputSpec
 from mtl.pipeline.errors import ConfigError
-from torch import nn
 
 # on_step(kind, done, total, info): the CLI draws progress from these calls; pipeline never prints.
 StepCallback = Callable[[str, int, int, dict[str, Any]], None]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from mtl.pipeline.errors import CheckpointError, ConfigError, DataError, MtlError
 
 

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.data.sampler import EpisodeSampler, check_episode_shape
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.train.common import StepCallback, chunks, embed, mean_ci95, no_progress
-from torch import nn
 
 # adapt: the inner loop of a meta-trained model; auto: what the checkpoint implies (see evaluate_ckpt)
 METHODS = ("auto", "prototype", "finetune", "adapt")

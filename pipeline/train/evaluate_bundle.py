@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from mtl.device_runtime import Bundle
 from mtl.device_runtime.adapter import init_head, step_sizes
 from mtl.pipeline.data import ClassImages, load_data

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from torch import nn
+
 from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
 from mtl.pipeline.data import ClassImages, InputSpec, load_data
 from mtl.pipeline.errors import CheckpointError, ConfigError, DataError
@@ -15,7 +17,6 @@ from mtl.pipeline.train.common import StepCallback, no_progress, resolve_device
 from mtl.pipeline.train.evaluate import EvalConfig, EvalResult, evaluate_backbone
 from mtl.pipeline.train.evaluate_bundle import bundle_step_curve, evaluate_bundle, is_bundle
 from mtl.pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression, learner_step_curve
-from torch import nn
 
 NOTHING_TO_PLOT = ("{path} is a pretrained extractor, evaluated by class prototypes, which take no adaptation "
                    "steps: there is no accuracy-vs-steps curve to plot; export it (mtl export) and plot the "

@@ -10,13 +10,14 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from torch.func import vmap
+
 from mtl.pipeline.algorithms.base import TaskBatch, batch_outputs, query_metrics
 from mtl.pipeline.algorithms.learner import MetaLearner
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.train.common import StepCallback, chunks, no_progress, normalize
 from mtl.pipeline.train.evaluate import EvalConfig, EvalResult, draw_episodes
-from torch.func import vmap
 
 
 def evaluate_learner(learner: MetaLearner, data: ClassImages, cfg: EvalConfig, steps: int, device: torch.device,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+
 from mtl.pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.data import EpisodeSampler, InputSpec, Splits, load_data, make_splits

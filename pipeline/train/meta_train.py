@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+
 from mtl.pipeline.algorithms import ALGORITHMS, Algorithm, Hyper, LearnerSpec, MetaLearner, get_algorithm
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.errors import ConfigError

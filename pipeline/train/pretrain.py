@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
 from mtl.pipeline.errors import ConfigError

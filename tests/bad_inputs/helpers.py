@@ -5,9 +5,10 @@ import io
 from pathlib import Path
 
 import numpy as np
-from mtl.cli.app import app
 from PIL import Image
 from typer.testing import CliRunner
+
+from mtl.cli.app import app
 
 runner = CliRunner()
 CLASSES = ["circle", "square", "star"]

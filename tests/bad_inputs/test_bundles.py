@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mtl.cli.app import app
 
+from mtl.cli.app import app
 from tests.bad_inputs.helpers import fails_cleanly, runner
 from tests.device_runtime.bundle_factory import read_manifest, replace_file, write_bundle, write_manifest
 

@@ -5,8 +5,8 @@ written or the previous output left as it was."""
 
 
 import pytest
-from mtl.cli.app import app
 
+from mtl.cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, fails_cleanly, runner, snapshot
 from tests.device_runtime.bundle_factory import read_manifest, write_manifest, write_support
 

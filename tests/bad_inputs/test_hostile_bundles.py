@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from mtl.cli.app import app
 from onnx import helper, numpy_helper
 
+from mtl.cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, fails_cleanly, runner
 from tests.device_runtime.bundle_factory import (
     CHANNELS,

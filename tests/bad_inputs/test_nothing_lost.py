@@ -6,8 +6,8 @@ written or the previous output left as it was."""
 from pathlib import Path
 
 import pytest
-from mtl.cli.app import app
 
+from mtl.cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, runner, snapshot
 from tests.device_runtime.bundle_factory import write_support
 

@@ -64,7 +64,6 @@ def test_resume_of_a_checkpoint_copied_from_another_run_is_refused(pretrained_ru
     from mtl.pipeline.atomic import atomic_write_json
     from mtl.pipeline.errors import ConfigError
     from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
-
     from tests.conftest import SMALL
 
     run = tmp_path / "run"

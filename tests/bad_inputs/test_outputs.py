@@ -11,8 +11,8 @@ import errno
 import os
 
 import pytest
-from mtl.cli.app import app
 
+from mtl.cli.app import app
 from tests.bad_inputs.helpers import CLASSES, adapt_args, fails_cleanly, runner, snapshot
 from tests.device_runtime.bundle_factory import write_support
 

@@ -19,6 +19,7 @@ from device_adapt_images import (  # noqa: E402
     omniglot_drawings,
     write_images,
 )
+
 from mtl.device_runtime.preprocess import InputSpec, preprocess  # noqa: E402
 
 SPEC = InputSpec(size=28, channels=1, invert=True)

@@ -3,8 +3,9 @@ import os
 import subprocess
 import sys
 
-from mtl.cli.app import app
 from typer.testing import CliRunner
+
+from mtl.cli.app import app
 
 runner = CliRunner()
 

@@ -1,9 +1,9 @@
 import json
 
 import pytest
-from mtl.cli.app import app
 from typer.testing import CliRunner
 
+from mtl.cli.app import app
 from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest, write_support
 from tests.png_check import assert_drawn_png
 from tests.tolerance import assert_float_close

@@ -1,9 +1,9 @@
 import json
 
 import pytest
-from mtl.cli.app import app
 from typer.testing import CliRunner
 
+from mtl.cli.app import app
 from tests.cli.test_report_cli import one_line_error
 from tests.png_check import assert_drawn_png
 from tests.tolerance import assert_equivalent

@@ -1,5 +1,6 @@
-from mtl.cli.app import app
 from typer.testing import CliRunner
+
+from mtl.cli.app import app
 
 runner = CliRunner()
 

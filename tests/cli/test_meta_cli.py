@@ -1,9 +1,10 @@
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from mtl.cli.app import app
 from mtl.pipeline.algorithms import ALGORITHMS
-from typer.testing import CliRunner
 
 runner = CliRunner()
 FAST = ["--data", "synthetic:30", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "2",

@@ -1,11 +1,11 @@
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from mtl.cli.app import app
 from mtl.pipeline.report.plots import training_curve
 from mtl.pipeline.report.runs import read_run
-from typer.testing import CliRunner
-
 from tests.pipeline.report.test_runs import meta_row, write_run
 from tests.png_check import assert_drawn_png
 

@@ -1,12 +1,12 @@
 import hashlib
 import json
 
-import mtl.device_runtime.adapted_state as adapted_state
 import numpy as np
 import pytest
+
+import mtl.device_runtime.adapted_state as adapted_state
 from mtl.device_runtime import Adapter, Bundle, BundleError, ConfigError, DataError
 from mtl.device_runtime.errors import OutputError
-
 from tests.device_runtime.bundle_factory import DIM, write_bundle
 from tests.tolerance import assert_float_close
 

@@ -6,6 +6,7 @@ import warnings
 import zipfile
 
 import pytest
+
 from mtl.device_runtime import Bundle, BundleError
 
 

@@ -1,11 +1,11 @@
 import hashlib
 
-import mtl.device_runtime.bundle as bundle_module
 import numpy as np
 import pytest
+
+import mtl.device_runtime.bundle as bundle_module
 from mtl.device_runtime import Bundle, BundleError
 from mtl.device_runtime.preprocess import InputSpec
-
 from tests.device_runtime.bundle_factory import (
     DIM,
     adapt_step_graph,

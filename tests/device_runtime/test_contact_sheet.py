@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from mtl.device_runtime.contact_sheet import PAD, THUMB, contact_sheet
-from mtl.device_runtime.errors import DataError
 from PIL import Image
 
+from mtl.device_runtime.contact_sheet import PAD, THUMB, contact_sheet
+from mtl.device_runtime.errors import DataError
 from tests.device_runtime.bundle_factory import write_support
 
 

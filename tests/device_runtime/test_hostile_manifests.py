@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
 from mtl.device_runtime import Adapter, Bundle
 from mtl.device_runtime.errors import BundleError, MtlError
-
 from tests.device_runtime.bundle_factory import glyph, read_manifest, write_bundle
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,12 +1,12 @@
 import io
 
-import mtl.device_runtime.preprocess as device_preprocess
 import numpy as np
 import pytest
-from mtl.device_runtime.errors import BundleError, DataError, MtlError
-from mtl.device_runtime.preprocess import InputSpec, normalize, preprocess
 from PIL import Image
 
+import mtl.device_runtime.preprocess as device_preprocess
+from mtl.device_runtime.errors import BundleError, DataError, MtlError
+from mtl.device_runtime.preprocess import InputSpec, normalize, preprocess
 from tests.tolerance import assert_float_close
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
+
 from mtl.device_runtime import Bundle
 from mtl.device_runtime.archive import ZipSource
 from mtl.device_runtime.errors import MtlError
 from mtl.device_runtime.manifest import parse_manifest
 from mtl.device_runtime.preprocess import InputSpec, load_image
-from PIL import Image
-
 from tests.device_runtime.bundle_factory import read_manifest, write_bundle
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -6,12 +6,12 @@ import sys
 import zipfile
 
 import pytest
+from typer.testing import CliRunner
+
 from mtl.cli.app import app
 from mtl.device_runtime import Bundle, BundleError
 from mtl.device_runtime.errors import ConfigError
 from mtl.device_runtime.signing import SIGNATURE, sign_manifest
-from typer.testing import CliRunner
-
 from tests.device_runtime.bundle_factory import read_manifest, write_manifest
 
 pytest.importorskip("cryptography")

@@ -11,7 +11,6 @@ from PIL import Image
 transforms = pytest.importorskip("torchvision.transforms", reason="the reference pipeline is torchvision's")
 
 from mtl.device_runtime.preprocess import InputSpec, load_image, normalize  # noqa: E402
-
 from tests.tolerance import assert_float_close  # noqa: E402
 
 OMNIGLOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from mtl.device_runtime import Adapter, Bundle
 from mtl.device_runtime.errors import DataError
 from mtl.exporters.bundle_export import export_bundle
@@ -11,7 +12,6 @@ from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.evaluate import EvalConfig
 from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
-
 from tests.tolerance import assert_equivalent, assert_float_close
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=3, iterations=4, val_every=4,

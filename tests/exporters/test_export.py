@@ -1,12 +1,14 @@
 import hashlib
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
 from mtl.exporters.bundle_export import export_bundle
 from mtl.exporters.deploy_model import deploy_model
 from mtl.exporters.graphs import adapt_step_fn
@@ -14,7 +16,6 @@ from mtl.pipeline.algorithms.inner import inner_adapt
 from mtl.pipeline.errors import CheckpointError
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
-
 from tests.tolerance import assert_float_close, float_tolerance
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=2, iterations=2, val_every=2,
@@ -109,3 +110,17 @@ def test_export_never_replaces_an_unrelated_directory_and_replaces_its_own(pretr
     export_bundle(pretrained_run[0], tmp_path / "b")  # a second export replaces the first whole
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
         ["manifest.json", "embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"])
+
+
+def test_two_exports_of_one_checkpoint_are_byte_identical_and_the_device_rewrites_the_same_zip(pretrained_run,
+                                                                                               tmp_path):
+    from mtl.device_runtime import Bundle
+
+    first = Path(export_bundle(pretrained_run[0], tmp_path / "a.mtlb", single_file=True).path).read_bytes()
+    second = Path(export_bundle(pretrained_run[0], tmp_path / "b.mtlb", single_file=True).path).read_bytes()
+    assert first == second
+    export_bundle(pretrained_run[0], tmp_path / "dir")
+    with zipfile.ZipFile(tmp_path / "a.mtlb") as zf:
+        assert {n: zf.read(n) for n in zf.namelist()} == {p.name: p.read_bytes() for p in (tmp_path / "dir").iterdir()}
+        assert zf.namelist()[0] == "manifest.json"
+    assert Bundle.load(tmp_path / "a.mtlb").to_zip_bytes() == first  # one zip writer: the adapted state's copy too

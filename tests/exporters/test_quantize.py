@@ -4,12 +4,12 @@ import json
 
 import onnx
 import pytest
+
 from mtl.device_runtime import Bundle
 from mtl.exporters.bundle_export import export_bundle
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.train.evaluate import EvalConfig
 from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
-
 from tests.tolerance import assert_no_worse
 
 

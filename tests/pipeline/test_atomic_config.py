@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 import pytest
+
 from mtl.pipeline.atomic import append_jsonl, atomic_write_bytes, read_jsonl
 from mtl.pipeline.config import resolve_config
 from mtl.pipeline.errors import ConfigError, OutputError

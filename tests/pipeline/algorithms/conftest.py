@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
 from mtl.pipeline.algorithms.base import TaskBatch
 

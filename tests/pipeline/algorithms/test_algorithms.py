@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mtl.pipeline.algorithms import ALGORITHMS, Hyper, get_algorithm
 from mtl.pipeline.algorithms.joint import joint_optimizers, joint_update, shared_parameters, transfer_update
 from mtl.pipeline.algorithms.reptile import adapted_mean, reptile_update

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from mtl.pipeline.algorithms import Hyper, inner_adapt, inner_step
 from mtl.pipeline.algorithms.base import accumulate_meta_gradient, batch_outputs, query_metrics
 
@@ -143,6 +144,7 @@ def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_g
 
 def test_a_meta_step_that_cannot_compile_warns_once_and_computes_the_same_gradient_eagerly(batch, monkeypatch):
     import torch._dynamo
+
     from mtl.pipeline.algorithms import base
 
     learner = tiny_learner()

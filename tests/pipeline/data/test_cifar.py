@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from mtl.pipeline.data import load_data, make_splits
 from mtl.pipeline.data.cifar import CIFAR100_SUPERCLASSES, CIFAR_FS_SPLIT, FC100_SPLIT, read_cifar_file
 from mtl.pipeline.errors import DataError

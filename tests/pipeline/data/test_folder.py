@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from PIL import Image
+
 from mtl.pipeline.data import folder as folder_module
 from mtl.pipeline.data import load_data, load_image
 from mtl.pipeline.data.folder import decode_images, folder_spec, load_folder
 from mtl.pipeline.errors import DataError
-from PIL import Image
-
 from tests.pipeline.data.conftest import write_images
 
 

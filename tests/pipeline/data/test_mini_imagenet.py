@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
+
 from mtl.pipeline.data import load_data, make_splits
 from mtl.pipeline.errors import DataError
-
 from tests.pipeline.data.conftest import photo
 
 CLASSES = {"train": ["n01", "n02", "n03"], "val": ["n04"], "test": ["n05", "n06"]}

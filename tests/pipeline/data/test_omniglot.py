@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mtl.pipeline.data import load_data
 from mtl.pipeline.data.omniglot import find_omniglot_sources, load_omniglot
 from mtl.pipeline.errors import DataError
-
 from tests.pipeline.data.conftest import glyph, write_images
 
 ALPHABETS = {"Alpha": 2, "Beta": 3}  # alphabet → characters, 4 drawings each

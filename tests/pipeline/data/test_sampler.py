@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.data.images import InputSpec
 from mtl.pipeline.data.sampler import EpisodeSampler

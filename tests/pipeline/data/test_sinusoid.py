@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+
 from mtl.pipeline.data.sinusoid import SinusoidTasks
 from mtl.pipeline.errors import ConfigError
-
 from tests.tolerance import assert_float_close
 
 

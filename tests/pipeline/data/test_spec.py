@@ -1,4 +1,5 @@
 import pytest
+
 from mtl.pipeline.data import SCHEMES, data_scheme, load_data, parse_data_spec
 from mtl.pipeline.errors import ConfigError, DataError
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mtl.pipeline.data import ClassImages, InputSpec, Splits, make_splits
 from mtl.pipeline.errors import ConfigError, DataError
 

@@ -2,6 +2,7 @@ import time
 
 import pytest
 import torch
+
 from mtl.pipeline.data import load_data
 from mtl.pipeline.data.synthetic import load_synthetic, num_families
 from mtl.pipeline.errors import ConfigError

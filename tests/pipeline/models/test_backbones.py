@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import BACKBONES, build_backbone
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import CosineHead, LinearHead, build_head
 

@@ -3,10 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
 from mtl.pipeline.data.sinusoid import SinusoidTasks
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import BACKBONES, ModelSpec, build_backbone, build_model
-from torch.func import functional_call, grad, vmap
 
 
 def test_mlp_is_registered_and_defaults_to_the_maml_sine_network():

@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import FewShotModel, ModelSpec, build_model
-from torch.func import functional_call, grad, vmap
 
 SMALL_SPECS = [
     ModelSpec("conv4", in_channels=1, image_size=28, head="linear", n_classes=5),

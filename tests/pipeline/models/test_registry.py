@@ -1,9 +1,10 @@
 """The registry refuses duplicate names and builders that are not keyword-only."""
 
 import pytest
+from torch import nn
+
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import BACKBONES, Registry, register_backbone
-from torch import nn
 
 
 def test_registering_an_existing_backbone_name_raises() -> None:

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from mtl.pipeline.errors import ConfigError
-from mtl.pipeline.models import ScaleShiftConv2d, add_scale_shift, build_backbone, fold_scale_shift
 from torch import nn
 from torch.func import functional_call, grad, vmap
+
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.models import ScaleShiftConv2d, add_scale_shift, build_backbone, fold_scale_shift
 
 SMALL = {  # name -> (options, image size): tiny but complete versions of the image backbones
     "conv4": ({"width": 8}, 16),

@@ -2,6 +2,7 @@ import json
 import re
 
 import pytest
+
 from mtl.pipeline.errors import CheckpointError
 from mtl.pipeline.report.runs import read_run
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mtl.pipeline.atomic import read_jsonl
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train

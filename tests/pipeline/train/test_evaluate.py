@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mtl.pipeline.errors import CheckpointError, ConfigError
 from mtl.pipeline.train.common import mean_ci95
 from mtl.pipeline.train.evaluate import EvalConfig, finetune_logits, prototype_logits

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mtl.pipeline.atomic import read_jsonl
 from mtl.pipeline.train.checkpoint import load_checkpoint
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
 from mtl.pipeline.atomic import read_jsonl
 from mtl.pipeline.errors import CheckpointError, ConfigError
@@ -7,7 +8,6 @@ from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.evaluate import EvalConfig
 from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
-
 from tests.tolerance import assert_better, assert_float_close
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=4, inner_steps=2, val_every=10,

@@ -2,13 +2,13 @@ import json
 
 import pytest
 import torch
+
 from mtl.pipeline.atomic import read_jsonl
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.evaluate import EvalConfig
 from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
 from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
-
 from tests.conftest import SMALL
 from tests.tolerance import assert_better
 

@@ -4,6 +4,7 @@ points, the MAML initialisation fits a new sine far better than a network pretra
 import pytest
 import torch
 import torch.nn.functional as F
+
 from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.evaluate import EvalConfig
