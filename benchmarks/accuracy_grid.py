@@ -5,8 +5,9 @@ learning ahead at many, and joint meta-transfer ahead of both. This benchmark bu
 mtl's own methods on one data source:
 
 - transfer: `mtl pretrain`, exported, the head initialised from prototypes and fine-tuned on device;
-- protonet, maml, reptile, mtl (Sun et al., on the transfer run's extractor), joint-maml and
-  joint-reptile (Eshratifar et al.): `mtl meta-train`, same data, backbone and budget for each;
+- every registered algorithm (`pipeline.algorithms`), in each of its recipes (`Algorithm.recipes`, e.g.
+  joint-maml and joint-reptile of Eshratifar et al.): `mtl meta-train`, same data, backbone and budget for each
+  (a method that needs a pretrained extractor, MTL, starts from the transfer run's);
 - every model is exported (`--adapt head`: the device adapts the head) and every cell evaluated by
   `mtl evaluate BUNDLE` — onnxruntime, not PyTorch — on the test classes of the one shared split,
   with the same seeded episodes for every method (mean ± 95% CI).
@@ -34,15 +35,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
-METHODS = ("transfer", "protonet", "maml", "reptile", "mtl", "joint-maml", "joint-reptile")
-META_OPTIONS: dict[str, dict[str, Any]] = {  # per-method options of `mtl meta-train` (recipes from the README)
-    "protonet": {"algorithm": "protonet"},
-    "maml": {"algorithm": "maml"},
-    "reptile": {"algorithm": "reptile", "outer_lr": 0.5, "head_init": "proto"},
-    "mtl": {"algorithm": "mtl", "inner_lr": 0.1},
-    "joint-maml": {"algorithm": "joint", "meta_learner": "maml"},
-    "joint-reptile": {"algorithm": "joint", "meta_learner": "reptile", "head_init": "proto", "outer_lr": 0.5},
-}
+
+
+def methods() -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """Grid method name → (algorithm, meta-train settings): "transfer", then every algorithm of the registry in
+    each of its recipes (name, or name-suffix)."""
+    from mtl.pipeline.algorithms import algorithm_names, get_algorithm
+
+    table: dict[str, tuple[str | None, dict[str, Any]]] = {"transfer": (None, {})}
+    for name in algorithm_names():
+        for suffix, recipe in get_algorithm(name).recipes.items():
+            table[f"{name}-{suffix}" if suffix else name] = (name, recipe)
+    return table
+
+
 DRAWINGS = 20  # Omniglot: 20 drawings per character, so 15 shots leave 5 queries
 
 
@@ -77,8 +83,11 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
         pretrain(PretrainConfig(data=data, out=str(out), backbone=budget.backbone, epochs=budget.pretrain_epochs,
                                 rotations=budget.rotations, device=budget.device, val_episodes=budget.val_episodes))
         return out
-    options = {"inner_lr": budget.inner_lr, **META_OPTIONS[method]}
-    if method == "mtl":
+    from mtl.pipeline.algorithms import get_algorithm
+
+    algorithm, recipe = methods()[method]
+    options = {"inner_lr": budget.inner_lr, "algorithm": algorithm, **recipe}
+    if get_algorithm(algorithm).needs_init:
         options["init"] = str(train("transfer", data, budget, runs))
     meta_train(MetaTrainConfig(data=data, out=str(out), backbone=budget.backbone, ways=budget.ways,
                                shots=budget.shots, queries=budget.queries, meta_batch=budget.meta_batch,
@@ -101,19 +110,18 @@ def export(run: Path, bundles: Path) -> Path:
 
 def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: int, seed: int) -> dict[str, Any]:
     """One grid cell through the device runtime: accuracy ± 95% CI over the seeded episodes."""
-    from mtl.pipeline.train.evaluate import EvalConfig
-    from mtl.pipeline.train.evaluate_bundle import evaluate_bundle
+    from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 
     start = time.perf_counter()
-    result, _, which = evaluate_bundle(bundle, None, EvalConfig(ways, shots, queries, episodes, seed=seed))
-    return {"accuracy": result.accuracy, "ci95": result.ci95, "episodes": episodes, "queries": queries,
-            "classes": which, "seconds": round(time.perf_counter() - start, 2)}
+    evaluation = evaluate_path(bundle, None, EvalConfig(ways, shots, queries, episodes, seed=seed))
+    return {"accuracy": evaluation.result.mean, "ci95": evaluation.result.ci95, "episodes": episodes,
+            "queries": queries, "classes": evaluation.classes, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def test_class_count(bundle: Path) -> int:
     from mtl.device_runtime import Bundle
 
-    return len(Bundle.load(bundle).manifest["producer"].get("test_classes", []))
+    return len(Bundle.load(bundle).manifest["producer"].get("splits", {}).get("test", []))
 
 
 def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], ways: tuple[int, ...],
@@ -235,7 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="omniglot:../shared/data/omniglot", help="data spec (mtl's)")
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy-grid"), help="runs, bundles and reports")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    known = tuple(methods())
+    parser.add_argument("--methods", default=",".join(known), help=f"comma-separated subset of {', '.join(known)}")
     parser.add_argument("--ways", type=ints, default=(5, 20, 35))
     parser.add_argument("--shots", type=ints, default=(1, 5, 15))
     parser.add_argument("--episodes", type=int, default=600)
@@ -248,9 +257,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the JSON only (no markdown table)")
     args = parser.parse_args(argv)
     args.methods = tuple(m.strip() for m in args.methods.split(","))
-    unknown = sorted(set(args.methods) - set(METHODS))
+    unknown = sorted(set(args.methods) - set(known))
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(known)}")
     if args.episodes < 1:
         parser.error(f"--episodes must be ≥ 1, got {args.episodes}")
     return args

@@ -155,15 +155,15 @@ def device_adapt(adapter: Any, classes: dict[str, list[str]], steps: int) -> Any
 
 
 def device_step_time(bundle: Any, features: np.ndarray, labels: np.ndarray, steps: int) -> float:
-    """Mean seconds of one `adapt_step.onnx` run on the support features (M, D)."""
-    from mtl.device_runtime.adapter import init_head
+    """Mean seconds of one adaptation step on the support features (M, D), through the device runtime's own
+    loop (`head_trajectory`, with the bundle's step sizes, meta-learned ones included)."""
+    from mtl.device_runtime.adapter import default_lr, head_trajectory
 
-    weight, bias = init_head(bundle, features, labels, int(labels.max()) + 1)
-    lr = np.float32(bundle.manifest["adapt"]["lr"])
-    lr_weight, lr_bias = np.full((1, bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
+    trajectory = head_trajectory(bundle, features, labels, int(labels.max()) + 1, steps, default_lr(bundle))
+    next(trajectory)  # the initial head: not a step
     start = time.perf_counter()
-    for _ in range(steps):
-        weight, bias, _ = bundle.adapt_step(weight, bias, features, labels, lr_weight, lr_bias)
+    for _ in trajectory:
+        pass
     return (time.perf_counter() - start) / steps
 
 
@@ -242,11 +242,17 @@ def torch_step_time(dm: DeployModel, features: torch.Tensor, labels: torch.Tenso
 
 def torch_head(dm: DeployModel, features: torch.Tensor, labels: torch.Tensor,
                ways: int) -> tuple[torch.Tensor, ...]:
-    """The proto-initialised head (W (N, D), b (N,)) and step sizes (1, D), (1,), as the bundle does."""
+    """The head (W (N, D), b (N,)) by the learner's rule and its step sizes (1, D), (1,): the learner's own (the
+    meta-learned ones of a Meta-SGD model), as the bundle ships them."""
     import torch
 
-    head = dm.learner.init_head(dm.learner.state_params(), features, labels, ways)
-    lr_weight, lr_bias = torch.full((1, features.shape[1]), dm.lr), torch.full((1,), dm.lr)
+    p = dm.learner.state_params()
+    head = dm.learner.init_head(p, features, labels, ways)
+    sizes = dm.learner.step_sizes(p)
+    if isinstance(sizes, dict):
+        lr_weight, lr_bias = sizes["head.weight"].detach(), sizes["head.bias"].detach()
+    else:
+        lr_weight, lr_bias = torch.full((1, features.shape[1]), float(sizes)), torch.full((1,), float(sizes))
     return head["head.weight"].detach(), head["head.bias"].detach(), lr_weight, lr_bias
 
 

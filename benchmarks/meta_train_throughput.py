@@ -7,7 +7,7 @@ What is measured, per workload (backbone × input, N-way K-shot, inner steps, me
   with `torch.autograd.grad(..., create_graph=not first_order)`, and the query loss of each task
   back-propagated before the next task starts. It uses the learner's own model maths (the same body, the
   composite per-task BatchNorm, head initialisation and loss), so gradients are comparable.
-- ours, as `mtl meta-train` runs it (`gradient_update`: vmap over tasks, OOM-halving chunks, Adam):
+- ours, as `mtl meta-train` runs it (`Algorithm.update`: vmap over tasks, OOM-halving chunks, Adam):
   `vmap` (float32; TF32 on CUDA), `vmap+compile` (`--compile`), `vmap+compile+bf16` (the CUDA default),
   and on CUDA `vmap+compile+bf16+cudagraphs` (torch.compile mode "reduce-overhead": a candidate, not a default).
 
@@ -47,10 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
-from mtl.pipeline.algorithms import LearnerSpec, MetaLearner  # noqa: E402
-from mtl.pipeline.algorithms.base import Hyper, TaskBatch, accumulate_meta_gradient, gradient_update  # noqa: E402
+from mtl.pipeline.algorithms import get_algorithm  # noqa: E402
 from mtl.pipeline.data.class_images import ClassImages  # noqa: E402
 from mtl.pipeline.data.images import InputSpec  # noqa: E402
+from mtl.pipeline.meta.batch import Hyper, TaskBatch, accumulate_meta_gradient  # noqa: E402
+from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner  # noqa: E402
 from mtl.pipeline.train.meta_train import fast_cuda_math  # noqa: E402
 from mtl.pipeline.train.tasks import ImageTasks  # noqa: E402
 
@@ -98,7 +99,7 @@ def make_learner(w: Workload, seed: int = 0) -> MetaLearner:
     torch.manual_seed(seed)
     learner = MetaLearner(spec)
     with torch.no_grad():  # a non-zero shared class vector: the head's meta-gradient is not all symmetric
-        learner.head_weight.normal_(0, 0.1)
+        learner.head.init_weight.normal_(0, 0.1)
     return learner
 
 
@@ -117,7 +118,7 @@ def loop_meta_gradient(learner: MetaLearner, batch: TaskBatch, steps: int, first
     p, lr, n_way = learner.state_params(), learner.spec.inner_lr, batch.n_way
     for i in range(len(batch)):
         sx, sy, qx, qy = batch.support[i], batch.support_labels[i], batch.query[i], batch.query_labels[i]
-        if learner.spec.adapt == "head":
+        if not learner.adapts_body:
             feats = learner.features(p, sx)
             fast = {n: t.clone() for n, t in learner.init_head(p, feats, sy, n_way).items()}
 
@@ -203,7 +204,8 @@ def outer_step(w: Workload, learner: MetaLearner, hp: Hyper | None) -> Callable[
     optimizer = torch.optim.Adam([t for t in learner.parameters() if t.requires_grad], lr=1e-3)
     if hp is not None:
         hp = dataclasses.replace(hp, inner_steps=w.steps, first_order=w.algorithm == "fomaml")
-        return lambda batch: gradient_update(learner, batch, [optimizer], hp)
+        algorithm = get_algorithm("maml")  # FOMAML is MAML with hp.first_order; MTL's update is the same step
+        return lambda batch: algorithm.update(learner, batch, [optimizer], hp)
 
     def loop_step(batch: TaskBatch) -> None:
         optimizer.zero_grad(set_to_none=True)

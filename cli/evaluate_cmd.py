@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,17 +14,12 @@ from mtl.cli.options import DataOpt, DeviceOpt, QuietOpt, enum_value
 from mtl.cli.progress import progress_bars
 
 if TYPE_CHECKING:
-    from mtl.pipeline.train.evaluate import EvalConfig
-    from mtl.pipeline.train.evaluate_ckpt import CheckpointEvaluation, StepCurve
+    from mtl.pipeline.train.evaluate import Evaluation
 
 console = Console()
 
 
-class MethodChoice(StrEnum):
-    auto = "auto"
-    prototype = "prototype"
-    finetune = "finetune"
-    adapt = "adapt"
+MethodChoice = StrEnum("MethodChoice", [(m, m) for m in ("auto", "prototype", "finetune", "adapt")])
 
 
 @handle_errors
@@ -36,9 +31,9 @@ def evaluate(
     queries: Annotated[int, typer.Option(help="Test examples per class.")] = 15,
     episodes: Annotated[int, typer.Option(help="Episodes to average over.")] = 600,
     method: Annotated[MethodChoice, typer.Option(
-        help="auto: what the checkpoint implies (adapt for meta-trained, prototype otherwise); prototype: "
-             "nearest class mean; finetune: train a fresh head on the support set; adapt: the model's "
-             "own inner loop.")] = MethodChoice.auto,
+        help="auto: what the model does as trained — its inner loop, or for a pretrained checkpoint the "
+             "adaptation its exported bundle runs; prototype: nearest class mean; finetune: train a fresh head "
+             "on the support set; adapt: the adaptation steps (as auto).")] = MethodChoice.auto,
     steps: Annotated[int | None, typer.Option(help="Inner-loop steps for --method adapt (default: as "
                                               "trained); with --plot, the last step count drawn.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw accuracy vs adaptation steps (0 … --steps) "
@@ -56,46 +51,39 @@ def evaluate(
     if steps is not None and steps < 0:
         raise ConfigError(f"--steps must be ≥ 0, got {steps}")
     cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed)
+    if plot is not None:
+        from mtl.device_runtime.atomic import check_png_target
+        from mtl.pipeline.report.plots import require_matplotlib
+
+        check_png_target(plot, "--plot")
+        require_matplotlib()
+    from mtl.pipeline.train.evaluate import evaluate_path, evaluation_dict
+
     with progress_bars(not (quiet or as_json)) as on_step:
-        ev, curve = _run(checkpoint, data, cfg, enum_value(device) or "auto", on_step, steps, plot)
+        ev = evaluate_path(checkpoint, data, cfg, enum_value(device) or "auto", steps, plot is not None, on_step)
+    if plot is not None:
+        from mtl.pipeline.report.plots import save_step_plot
+
+        save_step_plot(ev, plot)
     if as_json:
-        extra = {} if curve is None else {"plot": str(plot), "curve": [
-            {"steps": k, "accuracy": x.accuracy, "ci95": x.ci95} for k, x in enumerate(curve.results)]}
         from mtl.device_runtime import jsonio
 
-        typer.echo(jsonio.dumps({**ev.result.to_dict(), "data": ev.data, "classes": ev.classes,
-                               "checkpoint": ev.checkpoint, **extra}))
+        typer.echo(jsonio.dumps({**evaluation_dict(ev), **({} if plot is None else {"plot": str(plot)})}))
         return
     _print(ev)
-    if curve is not None:
-        first, last = curve.results[0].accuracy, curve.results[-1].accuracy
+    if plot is not None:
+        first, last = ev.results[0].mean, ev.results[-1].mean
         console.print(f"plot: {plot} (accuracy {100 * first:.2f}% at 0 steps → {100 * last:.2f}% at "
-                      f"{len(curve.results) - 1})", highlight=False, soft_wrap=True)
+                      f"{ev.steps[-1]})", highlight=False, soft_wrap=True)
 
 
-def _run(checkpoint: Path, data: str | None, cfg: EvalConfig, device: str, on_step: Any, steps: int | None,
-         plot: Path | None) -> tuple[CheckpointEvaluation, StepCurve | None]:
-    """The evaluation, or with --plot the accuracy-vs-steps curve whose last point is that evaluation."""
-    from mtl.pipeline.train.evaluate_ckpt import CheckpointEvaluation, evaluate_checkpoint, step_curve
-
-    if plot is None:
-        return evaluate_checkpoint(str(checkpoint), data, cfg, device, on_step, steps), None
-    from mtl.device_runtime.atomic import check_png_target
-    from mtl.pipeline.report.plots import require_matplotlib, save_step_plot
-
-    check_png_target(plot, "--plot")
-    require_matplotlib()
-    curve = step_curve(str(checkpoint), data, cfg, device, on_step, steps)
-    save_step_plot(curve, plot)
-    return CheckpointEvaluation(curve.results[-1], curve.data, curve.classes, curve.checkpoint), curve
-
-
-def _print(ev: CheckpointEvaluation) -> None:
+def _print(ev: Evaluation) -> None:
     r = ev.result
     if r.metric == "mse":
-        console.print(f"{r.shots}-shot sine regression: MSE {r.accuracy:.4f} ± {r.ci95:.4f} (95% CI, "
+        console.print(f"{r.shots}-shot sine regression: MSE {r.mean:.4f} ± {r.ci95:.4f} (95% CI, "
                       f"{r.episodes} tasks)", highlight=False)
         return
-    console.print(f"{r.ways}-way {r.shots}-shot {r.method}: {100 * r.accuracy:.2f}% ± {100 * r.ci95:.2f} "
+    how = f"{r.method}, {ev.steps[-1]} steps" if r.method in ("adapt", "bundle") else r.method
+    console.print(f"{r.ways}-way {r.shots}-shot {how}: {100 * r.mean:.2f}% ± {100 * r.ci95:.2f} "
                   f"(95% CI, {r.episodes} episodes, {r.queries} queries/class) on {ev.classes} of {ev.data}",
                   highlight=False)

@@ -14,34 +14,31 @@ from mtl.cli.errors import handle_errors
 from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
 from mtl.cli.progress import progress_bars
 from mtl.cli.train_cmd import BackboneChoice, HeadChoice
+from mtl.device_runtime.errors import ConfigError
+from mtl.device_runtime.manifest import HEAD_INITS
+from mtl.pipeline.algorithms import algorithm_names
 
 console = Console()
 
 
-class AlgorithmChoice(StrEnum):
-    maml = "maml"
-    reptile = "reptile"
-    metasgd = "metasgd"
-    anil = "anil"
-    protonet = "protonet"
-    mtl = "mtl"
-    joint = "joint"
+# The choices come from the one place that defines them: the algorithm modules' names (listed without importing
+# torch, so `mtl meta-train --help` works on a device install) and the bundle schema's head-init rules.
+AlgorithmChoice = StrEnum("AlgorithmChoice", [(name.replace("-", "_"), name) for name in algorithm_names()])
+HeadInitChoice = StrEnum("HeadInitChoice", [(rule, rule) for rule in HEAD_INITS])
+AdaptChoice = StrEnum("AdaptChoice", [("head", "head"), ("all", "all")])
 
 
-class AdaptChoice(StrEnum):
-    head = "head"
-    all = "all"
-
-
-class HeadInitChoice(StrEnum):
-    learned = "learned"
-    proto = "proto"
-    zero = "zero"
-
-
-class MetaLearnerChoice(StrEnum):
-    maml = "maml"
-    reptile = "reptile"
+def parse_options(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--option KEY=VALUE` pairs → {KEY: VALUE} (typed later by the algorithm's own options)."""
+    if not pairs:
+        return None
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {pair!r}: write it as KEY=VALUE, e.g. --option beta=0.3")
+        options[key.strip()] = value.strip()
+    return options
 
 
 Int = Annotated[int | None, typer.Option()]
@@ -69,8 +66,9 @@ def meta_train(
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile",
                                                  help="torch.compile the meta-step (default: on CUDA).")] = None,
     chunk: Annotated[int | None, typer.Option(help="Tasks per vmapped call (0 = whole meta-batch).")] = None,
-    beta: Annotated[float | None, typer.Option(help="joint: θ = β·θ_meta + (1−β)·θ_transfer.")] = None,
-    meta_learner: Annotated[MetaLearnerChoice | None, typer.Option(help="joint: the meta-learner.")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-O", help="An option of the algorithm as KEY=VALUE (repeatable), e.g. joint's beta=0.5 and "
+                               "meta-learner=maml|reptile; README lists each algorithm's options.")] = None,
     hard_tasks: Annotated[bool | None, typer.Option("--hard-tasks/--no-hard-tasks",
                                                     help="Extra meta-batch of each task's worst class.")] = None,
     rotations: Annotated[bool | None, typer.Option("--rotations/--no-rotations",
@@ -86,7 +84,7 @@ def meta_train(
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Meta-train (MAML, FOMAML, Reptile, Meta-SGD, ANIL, ProtoNet, MTL, joint) on tasks batched with vmap."""
+    """Meta-train an initialisation that adapts in a few steps (every --algorithm), tasks batched with vmap."""
     from mtl.pipeline.config import resolve_config
     from mtl.pipeline.train.meta_train import MetaTrainConfig
     from mtl.pipeline.train.meta_train import meta_train_job as run
@@ -96,7 +94,7 @@ def meta_train(
         backbone=enum_value(backbone), head=enum_value(head), head_init=enum_value(head_init),
         adapt=enum_value(adapt), ways=ways, shots=shots, queries=queries, meta_batch=meta_batch,
         inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations,
-        first_order=first_order, compile=compile, chunk=chunk, beta=beta, meta_learner=enum_value(meta_learner),
+        first_order=first_order, compile=compile, chunk=chunk, options=parse_options(option),
         hard_tasks=hard_tasks, rotations=rotations, val_every=val_every, val_episodes=val_episodes, seed=seed,
         nproc=nproc, out=None if out is None else str(out), device=enum_value(device), resume=resume or None)
     lead = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone draws and reports

@@ -44,6 +44,7 @@ def progress_bars(enabled: bool = True) -> Iterator[Any]:
             fields = {"info": _format(info)} if info else {}
             progress.update(task, completed=done, total=total, **fields)
             if kind in ("epoch", "validation") and info:
-                progress.console.print(f"epoch {done}/{total}  {_format(info)}", highlight=False)
+                step = "epoch" if kind == "epoch" else "iteration"
+                progress.console.print(f"{step} {done}/{total}  {_format(info)}", highlight=False)
 
         yield on_step

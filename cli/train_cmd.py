@@ -11,6 +11,7 @@ from rich.console import Console
 from mtl.cli.errors import handle_errors
 from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
 from mtl.cli.progress import progress_bars
+from mtl.device_runtime.manifest import HEAD_TYPES
 
 console = Console()
 
@@ -22,9 +23,7 @@ class BackboneChoice(StrEnum):
     mobilenet_v3_small = "mobilenet_v3_small"
 
 
-class HeadChoice(StrEnum):
-    linear = "linear"
-    cosine = "cosine"
+HeadChoice = StrEnum("HeadChoice", [(kind, kind) for kind in HEAD_TYPES])  # the heads a bundle can carry
 
 
 @handle_errors

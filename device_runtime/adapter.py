@@ -13,6 +13,7 @@ batch, like an episode's query set — at least 2 of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +62,11 @@ def init_head(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int) 
         return 2.0 * means, -(means * means).sum(axis=1)
 
 
+def default_lr(bundle: Bundle) -> float:
+    """The step size a bundle adapts with by default: its own, or 1 × its meta-learned step sizes."""
+    return 1.0 if bundle.manifest["adapt"]["learned_lr"] else float(bundle.manifest["adapt"]["lr"])
+
+
 def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
     """Step sizes fed to the graph: W (1, D) and b (1,); meta-learned ones (Meta-SGD) scaled by `lr`."""
     if bundle.manifest["adapt"]["learned_lr"]:
@@ -68,6 +74,21 @@ def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(over="ignore"):  # a huge factor gives inf step sizes, and `adapt` rolls back in one line
             return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
     return np.full((1, bundle.feature_dim), lr, np.float32), np.full((1,), lr, np.float32)
+
+
+def head_trajectory(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int, steps: int,
+                    lr: float) -> Iterator[tuple[np.ndarray, np.ndarray, float | None]]:
+    """THE device adaptation loop: the head initialised by the manifest's rule, then `steps` runs of
+    adapt_step.onnx on the support features (M, D) with labels (M,) → (W, b, loss of (W, b)) after 0, 1, …,
+    `steps` steps. The loss of the last head is None: it would cost one more run, which only `Adapter.adapt`
+    asks for. `Adapter.adapt`, `mtl evaluate BUNDLE` and the device benchmark all adapt through this loop."""
+    weight, bias = init_head(bundle, features, labels, n)
+    lr_weight, lr_bias = step_sizes(bundle, lr)
+    for _ in range(steps):
+        new_weight, new_bias, loss = bundle.adapt_step(weight, bias, features, labels, lr_weight, lr_bias)
+        yield weight, bias, loss
+        weight, bias = new_weight, new_bias
+    yield weight, bias, None
 
 
 def _check_finite(array: np.ndarray, what: str, hint: str) -> None:
@@ -125,26 +146,23 @@ class Adapter:
 
     def adapt(self, steps: int | None = None, lr: float | None = None) -> AdaptResult:
         """Initialise the head for every added class and run the exported step `steps` times (default:
-        the manifest's). `lr` is the step size, or the factor on meta-learned step sizes (default 1)."""
+        the manifest's). `lr` is the step size, or the factor on meta-learned step sizes (default 1).
+        A step that gives a non-finite loss or head is rolled back to the last finite head, and said."""
         steps, lr = self._options(steps, lr)
         features, labels = self._support_set()
-        weight, bias = init_head(self.bundle, features, labels, len(self._support))
-        lr_weight, lr_bias = self._step_sizes(lr)
         losses: list[float] = []
-        good: tuple[np.ndarray, np.ndarray] | None = None  # the last state with a finite loss
-        for step in range(steps + 1):  # the extra run measures the loss after the last step
-            new_weight, new_bias, loss = self.bundle.adapt_step(weight, bias, features, labels, lr_weight, lr_bias)
+        good: tuple[np.ndarray, np.ndarray] | None = None  # the last head with a finite loss
+        for weight, bias, loss in head_trajectory(self.bundle, features, labels, len(self._support), steps, lr):
+            if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+                self._roll_back(good, losses, steps, lr)
+            if loss is None:  # the last head: its loss costs one more run
+                loss = self.bundle.adapt_step(weight, bias, features, labels, *self._step_sizes(lr))[2]
             if not math.isfinite(loss):
                 self._roll_back(good, losses, steps, lr)
-            good = (weight, bias)
-            if step == steps:
-                break
             losses.append(loss)
-            if not (np.isfinite(new_weight).all() and np.isfinite(new_bias).all()):
-                self._roll_back(good, losses, steps, lr)
-            weight, bias = new_weight, new_bias
-        result = AdaptResult(tuple(self._support), len(labels), steps, lr, tuple(losses), loss)
-        self._set_head(weight, bias, result)
+            good = (weight, bias)
+        result = AdaptResult(tuple(self._support), len(labels), steps, lr, tuple(losses[:-1]), losses[-1])
+        self._set_head(*good, result)
         return result
 
     def predict(self, images: Images) -> tuple[list[str], np.ndarray]:
@@ -190,9 +208,8 @@ class Adapter:
         return self.bundle.preprocess(images)
 
     def _options(self, steps: int | None, lr: float | None) -> tuple[int, float]:
-        adapt = self.bundle.manifest["adapt"]
-        steps = adapt["steps"] if steps is None else steps
-        lr = (1.0 if adapt["learned_lr"] else adapt["lr"]) if lr is None else lr
+        steps = self.bundle.manifest["adapt"]["steps"] if steps is None else steps
+        lr = default_lr(self.bundle) if lr is None else lr
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
             raise ConfigError(f"steps must be an integer from 0 to {MAX_STEPS}, got {steps!r:.40}")
         if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:

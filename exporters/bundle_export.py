@@ -101,7 +101,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     files = {f"{n}.onnx": m.SerializeToString() for n, m in models.items()}
     files["init.npz"] = _npz(dm.init_arrays())
     manifest = _manifest(dm, specs, files, opset, hashlib.sha256(Path(ckpt.path).read_bytes()).hexdigest())
-    manifest["producer"].update(data=ckpt.meta["config"]["data"], test_classes=list(ckpt.meta["splits"]["test"]))
+    splits = {part: list(ckpt.meta["splits"].get(part, [])) for part in ("train", "val", "test")}
+    manifest["producer"].update(data=ckpt.meta["config"]["data"], splits=splits)  # the held-out rule needs all
     if report.quantization is not None:
         manifest["quantization"] = report.quantization.to_manifest(
             data if isinstance(calibration, str | None) else "<arrays>")

@@ -1,6 +1,6 @@
 """The three device graphs, described as data and produced by tracing the trainer's own code.
 
-`adapt_step.onnx` is `pipeline.algorithms.inner_step` itself — the function meta-training and
+`adapt_step.onnx` is `pipeline.meta.inner.inner_step` itself — the function meta-training and
 evaluation call — traced with `make_fx` into core ATen ops (torch.onnx cannot export a graph that
 calls `torch.func.grad` directly) and exported with the dynamo ONNX exporter. Shapes N (classes),
 M (support examples) and B (batch) stay symbolic, so one bundle serves any number of classes.
@@ -22,7 +22,7 @@ from torch.export import Dim
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from mtl.exporters.deploy_model import DeployModel
-from mtl.pipeline.algorithms.inner import inner_step
+from mtl.pipeline.meta.inner import inner_step
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,13 @@ def resolve_config(cls: type[T], toml_path: str | Path | None = None, **override
             raise ConfigError(f"config file {toml_path}: unknown key(s) {', '.join(unknown)}; "
                               f"valid keys: {', '.join(sorted(names))}")
         values.update(table)
-    values.update({k: v for k, v in overrides.items() if v is not None})
     hints = typing.get_type_hints(cls)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if typing.get_origin(hints.get(key)) is dict and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # a table: the command line adds to (or replaces keys of) the file's
+        values[key] = value
     where = f"config file {toml_path}: " if toml_path is not None else ""
     for key, value in list(values.items()):
         values[key] = _typed(key, value, hints[key], where)
@@ -69,7 +74,27 @@ def _typed(key: str, value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}{key} must be {_describe(options)}, got {type(value).__name__} {value!r:.60}")
 
 
+def parse_value(label: str, value: Any, hint: Any) -> Any:
+    """A value for a field annotated `hint`: a string from the command line (`--option beta=0.3`) is parsed as
+    the field's type (true/false, a whole number, a number, text); anything else is checked as `_typed` does."""
+    if isinstance(value, str) and hint is not str:
+        text = value.strip()
+        for kind in typing.get_args(hint) or (hint,):
+            try:
+                if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+                    return text.lower() in ("true", "yes", "1")
+                if kind is int:
+                    return int(text)
+                if kind is float:
+                    return float(text)
+            except ValueError:
+                continue
+    return _typed(label, value, hint, "")
+
+
 def _fits(value: Any, kind: Any) -> bool:
+    if typing.get_origin(kind) is dict:
+        return isinstance(value, dict)
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
@@ -80,13 +105,16 @@ def _fits(value: Any, kind: Any) -> bool:
 
 
 def _describe(options: tuple[Any, ...]) -> str:
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+             dict: "a table of KEY = VALUE"}
     parts = []
     for option in options:
         if option is type(None):
             continue
         if typing.get_origin(option) is tuple:
             parts.append(f"a list of {len(typing.get_args(option))} numbers")
+        elif typing.get_origin(option) is dict:
+            parts.append(names[dict])
         else:
             parts.append(names.get(option, getattr(option, "__name__", str(option))))
     return " or ".join(parts)

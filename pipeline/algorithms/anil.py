@@ -4,6 +4,12 @@ The inner loop adapts the head only, on features computed once per task; the out
 the body and the head initialisation through the adapted head.
 """
 
-from mtl.pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms import register_algorithm
+from mtl.pipeline.meta.algorithm import Algorithm
 
-ALGORITHM = Algorithm(name="anil", adapt="head", update=gradient_update, paper="Raghu et al. 2020")
+
+@register_algorithm
+class ANIL(Algorithm):
+    name = "anil"
+    paper = "Raghu et al. 2020"
+    inner = "head"

@@ -4,6 +4,14 @@ MAML whose inner step sizes are learned too: one step size per parameter entry (
 feature, shared across classes so any N works), meta-learned with the initialisation.
 """
 
-from mtl.pipeline.algorithms.base import Algorithm, gradient_update
+from mtl.pipeline.algorithms import register_algorithm
+from mtl.pipeline.meta.algorithm import Algorithm
 
-ALGORITHM = Algorithm(name="metasgd", adapt="all", update=gradient_update, learn_lr=True, paper="Li et al. 2017")
+
+@register_algorithm
+class MetaSGD(Algorithm):
+    name = "metasgd"
+    paper = "Li et al. 2017"
+    inner = "all"
+    learn_lr = True
+    regression = True

@@ -1,7 +1,7 @@
 """Reptile (Nichol, Achiam & Schulman 2018, "On First-Order Meta-Learning Algorithms").
 
 Each task adapts a copy of θ with plain SGD on the task's data; the meta-update moves θ towards
-the adapted weights: θ ← θ + ε·mean_i(θ_i − θ). It is applied as an SGD step (lr = ε) on the
+the adapted weights: θ ← θ + ε·mean_i(θ_i − θ). It is applied as an SGD step (lr = ε, `--outer-lr`) on the
 pseudo-gradient θ − mean_i θ_i. The replicated head (one shared class vector) maps back by
 averaging the adapted class rows.
 """
@@ -11,17 +11,19 @@ from __future__ import annotations
 import torch
 from torch.func import vmap
 
-from mtl.pipeline.algorithms.base import Algorithm, Hyper, TaskBatch, chunk_slices
-from mtl.pipeline.algorithms.inner import Params
-from mtl.pipeline.algorithms.learner import MetaLearner
+from mtl.pipeline.algorithms import register_algorithm
+from mtl.pipeline.meta.algorithm import Algorithm
+from mtl.pipeline.meta.batch import Hyper, TaskBatch, chunk_slices
+from mtl.pipeline.meta.inner import Params
+from mtl.pipeline.meta.learner import MetaLearner
 
 
 def collapse(fast: Params, learner: MetaLearner) -> Params:
     """Adapted task parameters named like the meta-parameters they move (head rows averaged)."""
     out = {n: t for n, t in fast.items() if n.startswith("body.")}
     if learner.spec.head_init == "learned" and "head.weight" in fast:
-        out["head_weight"] = fast["head.weight"].mean(0)
-        out["head_bias"] = fast["head.bias"].mean(0)
+        out["head.init_weight"] = fast["head.weight"].mean(0)
+        out["head.init_bias"] = fast["head.bias"].mean(0)
     return out
 
 
@@ -59,9 +61,17 @@ def reptile_update(learner: MetaLearner, batch: TaskBatch, optimizers: list[torc
     return {"loss": loss}
 
 
-def sgd(learner: MetaLearner, lr: float, hp: Hyper) -> list[torch.optim.Optimizer]:
-    return [torch.optim.SGD([t for t in learner.parameters() if t.requires_grad], lr=lr)]
+@register_algorithm
+class Reptile(Algorithm):
+    name = "reptile"
+    paper = "Nichol et al. 2018"
+    inner = "all"
+    regression = True
+    recipes = {"": {"outer_lr": 0.5, "head_init": "proto"}}  # ε = 0.5; proto init (the class-mean gradient is 0)
 
+    def optimizers(self, learner: MetaLearner, lr: float, hp: Hyper) -> list[torch.optim.Optimizer]:
+        return [torch.optim.SGD([t for t in learner.parameters() if t.requires_grad], lr=lr)]
 
-ALGORITHM = Algorithm(name="reptile", adapt="all", update=reptile_update, make_optimizers=sgd,
-                      paper="Nichol et al. 2018")
+    def update(self, learner: MetaLearner, batch: TaskBatch, optimizers: list[torch.optim.Optimizer],
+               hp: Hyper) -> dict[str, torch.Tensor]:
+        return reptile_update(learner, batch, optimizers, hp)

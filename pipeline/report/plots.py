@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from mtl.pipeline.train.evaluate_ckpt import StepCurve
+    from mtl.pipeline.train.evaluate import Evaluation
 
 # metric name → (what to read from a run, y-axis label); a run whose reader gives None is left out
 CURVES: dict[str, tuple[Callable[[RunHistory], list[float] | None], str]] = {
@@ -109,11 +109,11 @@ def steps_curve(steps: Sequence[int], mean: Sequence[float], ci95: Sequence[floa
     return figure
 
 
-def save_step_plot(curve: StepCurve, path: Path) -> None:
+def save_step_plot(curve: Evaluation, path: Path) -> None:
     """`mtl evaluate --plot`: the accuracy-vs-steps figure of `curve`, written atomically to `path`."""
     r = curve.results[-1]
-    title = (f"{Path(curve.checkpoint).name}: {r.ways}-way {r.shots}-shot, {r.episodes} episodes, "
+    title = (f"{Path(curve.source).name}: {r.ways}-way {r.shots}-shot, {r.episodes} episodes, "
              f"{r.queries} queries/class\n{curve.classes} of {curve.data}")
-    figure = steps_curve(list(range(len(curve.results))), [x.accuracy for x in curve.results],
+    figure = steps_curve(list(curve.steps), [x.mean for x in curve.results],
                          [x.ci95 if math.isfinite(x.ci95) else 0.0 for x in curve.results], title)
     atomic_write_bytes(path, png(figure))

@@ -137,7 +137,7 @@ class FollowerRunDir:
     def log(self, record: dict[str, Any]) -> None:
         pass
 
-    def truncate_metrics(self, last_epoch: int) -> None:
+    def truncate_metrics(self, last: int, key: str) -> None:
         pass
 
 

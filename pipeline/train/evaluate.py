@@ -1,29 +1,31 @@
-"""Few-shot evaluation on held-out classes: mean accuracy ± 95% CI over a fixed set of episodes.
+"""THE evaluation engine: mean ± 95% CI over a fixed set of seeded episodes on held-out classes.
 
-Episodes are drawn on the CPU from a seeded sampler, so the same seed gives the same episodes on
-any machine and for any method. With a frozen extractor every image is embedded once (only the
-images the episodes use), then each episode is scored on features:
-- `prototype`: nearest class mean of support features (Snell et al. 2017), squared Euclidean.
-- `finetune`: a fresh linear head trained on the support features of each episode (the transfer
-  baseline, Chen et al. 2019; Tian et al. 2020), all episodes of a chunk optimised in one batch.
+One episode source (`draw_episodes`: seeded on the CPU, so the same seed gives the same episodes on any
+machine and for any method), one held-out rule (`held_out`), and one pass (`evaluate`) that records each
+episode's score after every adaptation step asked for — which gives both the result and the `--plot` curve.
+What adapts is a backend (`pipeline.train.eval_backends`): a torch learner (a meta-trained model, or a
+pretrained extractor as its device learner), the fine-tuning baseline, or a bundle through the device runtime.
+`evaluate_path` is `mtl evaluate`: a checkpoint or a bundle, on its producer's test classes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from mtl.pipeline.data.class_images import ClassImages
+from mtl.pipeline.data import ClassImages, InputSpec, load_data
 from mtl.pipeline.data.sampler import EpisodeSampler, check_episode_shape
-from mtl.pipeline.errors import ConfigError
-from mtl.pipeline.train.common import StepCallback, chunks, embed, mean_ci95, no_progress
+from mtl.pipeline.errors import ConfigError, DataError
+from mtl.pipeline.train.common import StepCallback, mean_ci95, no_progress
 
-# adapt: the inner loop of a meta-trained model; auto: what the checkpoint implies (see evaluate_ckpt)
+# auto: what the model implies (its adaptation as trained, or as its bundle does); prototype: nearest class mean;
+# finetune: a fresh linear head trained on the support features (the transfer baseline); adapt: the inner loop
 METHODS = ("auto", "prototype", "finetune", "adapt")
 
 
@@ -52,14 +54,16 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EvalResult:
-    accuracy: float
+    """`mean` ± `ci95` of `metric` ("accuracy", or "mse" for regression) over `episodes` episodes."""
+
+    mean: float
     ci95: float
     episodes: int
     ways: int
     shots: int
     queries: int
     method: str
-    metric: str = "accuracy"  # "mse" for regression: then `accuracy` holds the mean squared error
+    metric: str = "accuracy"
     # the score of every episode, in episode order: what paired comparisons of two methods on the same
     # episodes need (the mean alone cannot tell a systematic difference from episode noise)
     per_episode: tuple[float, ...] = field(default=(), repr=False, compare=False)
@@ -74,71 +78,124 @@ class EvalResult:
                    method, metric, tuple(scores.tolist()))
 
     def to_dict(self) -> dict:
-        """JSON-ready: `per_episode` as a list, and the mean under the metric's name."""
+        """JSON-ready: the mean under the metric's name, `per_episode` as a list."""
         data = asdict(self)
         data["per_episode"] = list(self.per_episode)
-        data[self.metric] = data.pop("accuracy")
+        data[self.metric] = data.pop("mean")
         return data
 
 
-def draw_episodes(data: ClassImages, cfg: EvalConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Support rows (E, N*K) and query rows (E, N*Q), drawn on the CPU from `cfg.seed`."""
-    sampler = EpisodeSampler(data.to("cpu") if data.images.device.type != "cpu" else data,
-                             cfg.ways, cfg.shots, cfg.queries, meta_batch=cfg.episodes, seed=cfg.seed)
+@dataclass(frozen=True)
+class Evaluation:
+    """`results[k]`: after `steps[k]` adaptation steps (the last is the reported result), on `classes` of `data`."""
+
+    results: list[EvalResult]
+    steps: list[int]
+    data: str
+    classes: str
+    source: str  # the checkpoint file or the bundle
+
+    @property
+    def result(self) -> EvalResult:
+        return self.results[-1]
+
+
+@dataclass(frozen=True)
+class EpisodeSet:
+    """Seeded episodes over `data`: support rows (E, N·K) and query rows (E, N·Q), class-major."""
+
+    data: ClassImages
+    support: torch.Tensor
+    query: torch.Tensor
+    cfg: EvalConfig
+
+    def used(self) -> torch.Tensor:
+        """The rows any episode uses (each embedded once by a backend whose features are per image)."""
+        return torch.unique(torch.cat([self.support.flatten(), self.query.flatten()]))
+
+    def chunks(self, size: int) -> Iterator[slice]:
+        for start in range(0, self.support.shape[0], size):
+            yield slice(start, min(self.support.shape[0], start + size))
+
+
+def draw_episodes(data: ClassImages, cfg: EvalConfig) -> EpisodeSet:
+    """THE episode source: `cfg.episodes` episodes drawn on the CPU from `cfg.seed`."""
+    cpu = data.to("cpu") if data.images.device.type != "cpu" else data
+    sampler = EpisodeSampler(cpu, cfg.ways, cfg.shots, cfg.queries, meta_batch=cfg.episodes, seed=cfg.seed)
     _, support, query = sampler.sample_indices()
-    return support, query
+    return EpisodeSet(cpu, support, query, cfg)
 
 
-def prototype_logits(support: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-    """support (E, N*K, D) class-major, query (E, M, D) → logits (E, M, N) = −‖q − μ_c‖²."""
-    e, nk, d = support.shape
-    prototypes = support.view(e, ways, nk // ways, d).mean(dim=2)  # (E, N, D)
-    return -torch.cdist(query, prototypes).pow(2)
+class Backend(Protocol):
+    """What adapts: `scores(episodes, steps, on_step)` → per-episode accuracy (E, len(steps)) after each of
+    `steps` (sorted) adaptation steps; `method` names it in results."""
+
+    method: str
+
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor: ...
 
 
-def finetune_logits(support: torch.Tensor, query: torch.Tensor, ways: int, steps: int,
-                    lr: float) -> torch.Tensor:
-    """Train a linear head per episode on L2-normalised support features; logits (E, M, N)."""
-    e, nk, d = support.shape
-    labels = torch.arange(ways, device=support.device).repeat_interleave(nk // ways).expand(e, -1)
-    support, query = 10.0 * F.normalize(support, dim=-1), 10.0 * F.normalize(query, dim=-1)
-    weight = torch.zeros(e, ways, d, device=support.device, requires_grad=True)
-    bias = torch.zeros(e, ways, device=support.device, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            logits = torch.einsum("emd,end->emn", support, weight) + bias[:, None]
-            loss = F.cross_entropy(logits.reshape(-1, ways), labels.reshape(-1)) * e
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        return torch.einsum("emd,end->emn", query, weight) + bias[:, None]
+def evaluate(backend: Backend, data: ClassImages, cfg: EvalConfig, steps: int, *, curve: bool = False,
+             on_step: StepCallback = no_progress) -> list[EvalResult]:
+    """The one pass: results after 0, 1, …, `steps` steps (`curve`) or after `steps` only, same episodes."""
+    wanted = list(range(steps + 1)) if curve else [steps]
+    scores = backend.scores(draw_episodes(data, cfg), wanted, on_step)  # (E, len(wanted))
+    return [EvalResult.of_episodes(scores[:, k], cfg, backend.method) for k in range(len(wanted))]
 
 
-def score_episodes(features: torch.Tensor, support_index: torch.Tensor, query_index: torch.Tensor,
-                   cfg: EvalConfig, on_step: StepCallback = no_progress, chunk: int = 100) -> EvalResult:
-    """Per-episode accuracy from a row-indexed feature table `features` (T, D)."""
-    accuracies = []
-    query_labels = torch.arange(cfg.ways).repeat_interleave(cfg.queries).to(features.device)
-    for part in chunks(support_index.shape[0], chunk):
-        support = features[support_index[part].to(features.device)]
-        query = features[query_index[part].to(features.device)]
-        if cfg.method != "finetune":  # prototype (and "auto" for a frozen extractor)
-            logits = prototype_logits(support, query, cfg.ways)
-        else:
-            logits = finetune_logits(support, query, cfg.ways, cfg.finetune_steps, cfg.finetune_lr)
-        accuracies.append((logits.argmax(-1) == query_labels).float().mean(-1).cpu())
-        on_step("episodes", part.stop, support_index.shape[0], {})
-    return EvalResult.of_episodes(torch.cat(accuracies), cfg, cfg.method)
+def held_out(data_spec: str, splits: dict[str, list[str]], input_spec: InputSpec | None) -> tuple[ClassImages, str]:
+    """THE held-out rule, for checkpoints and bundles alike: the producer's test classes from `data_spec` when
+    they are all there; every class of a dataset that shares none with the producer's split; a partial overlap
+    is refused (a number measured on it would mix classes the model trained on)."""
+    data = load_data(data_spec, image_size=None if input_spec is None else input_spec.size)
+    if input_spec is not None:
+        if (data.spec.channels, data.spec.size) != (input_spec.channels, input_spec.size):
+            raise DataError(f"{data_spec} gives {data.spec.channels}×{data.spec.size}² images but the model was "
+                            f"trained on {input_spec.channels}×{input_spec.size}²")
+        data = dataclasses.replace(data, spec=input_spec)
+    index = {name: i for i, name in enumerate(data.class_names)}
+    test = list(splits.get("test", []))
+    if test and all(name in index for name in test):
+        return data.subset([index[n] for n in test]), f"test split ({len(test)} classes)"
+    known = set(test) | set(splits.get("train", [])) | set(splits.get("val", []))
+    if known.isdisjoint(index):
+        return data, f"all {data.num_classes} classes (none seen in training)"
+    missing = next((n for n in test if n not in index), None)
+    what = f"lacks its test class {missing!r}" if missing else "does not say which classes were held out"
+    raise DataError(f"{data_spec} shares classes with the model's training data but {what}")
 
 
-def evaluate_backbone(backbone: nn.Module, data: ClassImages, cfg: EvalConfig, device: torch.device,
-                      on_step: StepCallback = no_progress) -> EvalResult:
-    """Evaluate a frozen feature extractor on `data` (the held-out classes) with `cfg`'s episodes."""
-    support_index, query_index = draw_episodes(data, cfg)
-    used = torch.unique(torch.cat([support_index.flatten(), query_index.flatten()]))
-    used_features = embed(backbone, data.images[used.to(data.images.device)], data.spec, device)
-    features = used_features.new_zeros(len(data), used_features.shape[1])
-    features[used.to(device)] = used_features
-    return score_episodes(features, support_index, query_index, cfg, on_step)
+def evaluate_path(path: str | Path, data_spec: str | None, cfg: EvalConfig, device: str = "auto",
+                  steps: int | None = None, curve: bool = False, on_step: StepCallback = no_progress) -> Evaluation:
+    """`mtl evaluate PATH`: a checkpoint (or run directory) or a bundle, on its producer's held-out classes.
+    `steps`: adaptation steps (default: as trained, or the bundle's); `curve`: every step count from 0."""
+    from mtl.pipeline.train.eval_backends import backend_for, regression_scores
+
+    backend, producer, default_steps = backend_for(path, cfg, device)
+    steps = default_steps if steps is None else steps
+    if producer["regression"]:
+        if curve:
+            raise ConfigError(f"{path} is a sine-wave regression model; --plot draws classification accuracy")
+        mse = regression_scores(producer["learner"], cfg, steps, producer["device"], seed=10_000 + cfg.seed)
+        return Evaluation([EvalResult.of_episodes(mse, cfg, "adapt", metric="mse", ways=1)], [steps], "sinusoid",
+                          "fresh sine-wave tasks", producer["source"])
+    if curve and backend.method not in ("adapt", "bundle"):
+        what = "a prototype model (ProtoNet)" if cfg.method == "auto" else f"--method {cfg.method}"
+        raise ConfigError(f"--plot draws accuracy against adaptation steps, and {what} takes none; use --method "
+                          "adapt (or auto) on a model that adapts")
+    spec = data_spec or producer["data"]
+    if not spec:
+        raise DataError(f"{path} does not say which data it was trained on; pass --data")
+    data, which = held_out(spec, producer["splits"], producer["input"])
+    results = evaluate(backend, data, cfg, steps, curve=curve, on_step=on_step)
+    return Evaluation(results, list(range(steps + 1)) if curve else [steps], spec, which, producer["source"])
+
+
+def evaluation_dict(evaluation: Evaluation) -> dict[str, Any]:
+    """`mtl evaluate --json`: the result, what it was measured on, and with a curve every step's point."""
+    out = {**evaluation.result.to_dict(), "steps": evaluation.steps[-1], "data": evaluation.data,
+           "classes": evaluation.classes, "checkpoint": evaluation.source}
+    if len(evaluation.results) > 1:
+        out["curve"] = [{"steps": k, "accuracy": r.mean, "ci95": r.ci95}
+                        for k, r in zip(evaluation.steps, evaluation.results, strict=True)]
+    return out

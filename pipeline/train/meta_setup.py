@@ -9,21 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mtl.pipeline.algorithms import LearnerSpec, MetaLearner, get_algorithm
+from mtl.pipeline.algorithms import algorithm_names, get_algorithm
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.data import EpisodeSampler, InputSpec, Splits, load_data, make_splits
 from mtl.pipeline.errors import CheckpointError, ConfigError
+from mtl.pipeline.meta.algorithm import LearnerInputs
+from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
 from mtl.pipeline.models import ModelSpec
 from mtl.pipeline.train.checkpoint import Checkpoint, load_checkpoint
-from mtl.pipeline.train.evaluate import EvalConfig
-from mtl.pipeline.train.evaluate_meta import evaluate_learner, evaluate_regression
+from mtl.pipeline.train.eval_backends import TorchBackend, regression_scores
+from mtl.pipeline.train.evaluate import EvalConfig, EvalResult, evaluate
 from mtl.pipeline.train.tasks import ImageTasks, RegressionTasks
 
 if TYPE_CHECKING:
     from mtl.pipeline.train.meta_train import MetaTrainConfig
-
-REGRESSION_ALGORITHMS = ("maml", "metasgd", "reptile")
-
 
 @dataclass
 class Setup:
@@ -47,20 +46,22 @@ def prepare(cfg: MetaTrainConfig, device: torch.device, part: slice | None = Non
     val = data.subset(splits.indices(data, "val"))
     train = train.with_rotations() if cfg.rotations else train
     alg = get_algorithm(cfg.algorithm)
-    spec = LearnerSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
-                       options=dict(model.options) if model else {}, head=cfg.head, head_init=cfg.head_init,
-                       adapt=cfg.adapt_mode, scale_shift=alg.scale_shift, learn_lr=alg.learn_lr,
-                       inner_lr=cfg.inner_lr, transfer_classes=train.num_classes if alg.name == "joint" else 0)
+    spec = alg.spec(LearnerInputs(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
+                                  options=dict(model.options) if model else {}, head=cfg.head,
+                                  head_init=cfg.head_init, adapt=cfg.adapt, inner_lr=cfg.inner_lr,
+                                  train_classes=train.num_classes))
     body = {k[len("backbone."):]: v for k, v in init.model.items() if k.startswith("backbone.")} if init else None
     torch.manual_seed(cfg.seed)
-    learner = MetaLearner(spec, body).to(device)
+    learner = alg.build(spec, body).to(device)
     tasks = ImageTasks(train.to(device), cfg.ways, cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, part)
     EpisodeSampler(val, cfg.ways, cfg.shots, cfg.queries)  # a too-small validation split fails now, not later
     val_cfg = EvalConfig(cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=cfg.seed)
 
+    validator = TorchBackend(learner, device)
+
     def validate() -> tuple[float, float]:
-        result = evaluate_learner(learner, val, val_cfg, cfg.inner_steps, device)
-        return result.accuracy, result.ci95
+        result = evaluate(validator, val, val_cfg, cfg.inner_steps)[-1]
+        return result.mean, result.ci95
 
     meta = {"kind": "meta-train", "config": config_to_dict(cfg), "learner": spec.to_dict(),
             "input": data.spec.to_dict(), "splits": splits.to_dict(), "data": data.provenance,
@@ -83,19 +84,22 @@ def _load_init(cfg: MetaTrainConfig) -> Checkpoint | None:
 
 def _prepare_regression(cfg: MetaTrainConfig, device: torch.device, part: slice | None) -> Setup:
     """MAML §5.1: a 1→40→40→1 ReLU network adapted on K points of a sine wave, scored by MSE."""
-    if cfg.algorithm not in REGRESSION_ALGORITHMS:
-        raise ConfigError(f"--data sinusoid supports {', '.join(REGRESSION_ALGORITHMS)}, not {cfg.algorithm}")
+    alg = get_algorithm(cfg.algorithm)
+    if not alg.regression:
+        able = [name for name in algorithm_names() if get_algorithm(name).regression]
+        raise ConfigError(f"--data sinusoid supports {', '.join(able)}, not {cfg.algorithm}")
     spec = LearnerSpec(backbone="mlp", in_channels=1, image_size=1, head="none", head_init="zero", adapt="all",
-                       learn_lr=get_algorithm(cfg.algorithm).learn_lr, inner_lr=cfg.inner_lr)
+                       learn_lr=alg.learn_lr, inner_lr=cfg.inner_lr)
     torch.manual_seed(cfg.seed)
-    learner = MetaLearner(spec).to(device)
+    learner = alg.build(spec).to(device)
     tasks = RegressionTasks(cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, device, part)
 
     val_cfg = EvalConfig(ways=2, shots=cfg.shots, queries=cfg.queries, episodes=cfg.val_episodes)
 
     def validate() -> tuple[float, float]:
-        result = evaluate_regression(learner, val_cfg, cfg.inner_steps, device, seed=cfg.seed + 1)
-        return -result.accuracy, result.ci95
+        result = EvalResult.of_episodes(regression_scores(learner, val_cfg, cfg.inner_steps, device, cfg.seed + 1),
+                                        val_cfg, "adapt", metric="mse", ways=1)
+        return -result.mean, result.ci95
 
     meta = {"kind": "meta-train", "config": config_to_dict(cfg), "learner": spec.to_dict(), "input": None,
             "splits": {"train": [], "val": [], "test": []}, "data": {"spec": "sinusoid"},

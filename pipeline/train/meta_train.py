@@ -12,13 +12,17 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from mtl.pipeline.algorithms import ALGORITHMS, Algorithm, Hyper, LearnerSpec, MetaLearner, get_algorithm
+from mtl.pipeline.algorithms import get_algorithm
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.meta.algorithm import Algorithm
+from mtl.pipeline.meta.batch import Hyper
+from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
 from mtl.pipeline.train.checkpoint import (
     Checkpoint,
     flatten_optimizer,
@@ -57,8 +61,7 @@ class MetaTrainConfig:
     first_order: bool = False
     compile: bool | None = None  # None: on CUDA (the fastest correct path there), off on CPU (compiling costs more)
     chunk: int = 0
-    beta: float = 0.5
-    meta_learner: str = "maml"
+    options: dict[str, Any] = field(default_factory=dict)  # the algorithm's own (Algorithm.Options), by name
     hard_tasks: bool = False
     image_size: int | None = None
     rotations: bool = False
@@ -74,6 +77,8 @@ class MetaTrainConfig:
 
     def __post_init__(self) -> None:
         alg = get_algorithm(self.algorithm)
+        parsed = alg.parse_options(self.options)  # typed, with every default: config.json says all of them
+        object.__setattr__(self, "options", dataclasses.asdict(parsed))
         if self.adapt not in (None, "head", "all"):
             raise ConfigError(f"--adapt must be head or all, got {self.adapt!r}")
         if alg.needs_init and not self.init:
@@ -83,10 +88,6 @@ class MetaTrainConfig:
         if not (0 < self.inner_lr < math.inf and 0 < self.outer_lr < math.inf):
             raise ConfigError(f"learning rates must be positive and finite, got inner {self.inner_lr}, "
                               f"outer {self.outer_lr}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ConfigError(f"--beta must be in [0, 1], got {self.beta}")
-        if self.meta_learner not in ("maml", "reptile"):
-            raise ConfigError(f"--meta-learner must be maml or reptile, got {self.meta_learner!r}")
         if self.chunk < 0:
             raise ConfigError(f"--chunk must be ≥ 0 (0 = whole meta-batch), got {self.chunk}")
         if self.nproc < 1:
@@ -96,16 +97,11 @@ class MetaTrainConfig:
                               f"choose a multiple of {self.nproc}")
         EvalConfig(self.ways, self.shots, self.queries, self.val_episodes)
 
-    @property
-    def adapt_mode(self) -> str:
-        alg = ALGORITHMS[self.algorithm]
-        return alg.adapt if alg.adapt == "proto" or self.adapt is None else self.adapt
-
     def hyper(self, device: torch.device | None = None) -> Hyper:
         cuda = device is not None and device.type == "cuda"
-        return Hyper(inner_steps=self.inner_steps, first_order=self.first_order, chunk=self.chunk,
-                     beta=self.beta, meta_learner=self.meta_learner, bf16=cuda,
-                     compile=cuda if self.compile is None else self.compile)
+        return Hyper(inner_steps=self.inner_steps, first_order=self.first_order, chunk=self.chunk, bf16=cuda,
+                     compile=cuda if self.compile is None else self.compile,
+                     options=get_algorithm(self.algorithm).parse_options(self.options))
 
 
 @dataclass(frozen=True)
@@ -129,7 +125,7 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     run.write_splits(setup.meta["splits"])
     alg = get_algorithm(cfg.algorithm)
     hp = cfg.hyper(device)
-    optimizers = alg.make_optimizers(setup.learner, cfg.outer_lr, hp)
+    optimizers = alg.optimizers(setup.learner, cfg.outer_lr, hp)
     start, best = _maybe_resume(run, cfg, setup, optimizers)
     ranks.average_gradients(optimizers)
     update = alg.update  # with hp.compile, the meta-gradient's forward (and so its backward) is compiled inside
@@ -191,7 +187,7 @@ def _validate(setup: Setup, iteration: int, train_loss: float, optimizers: list[
     """The metrics row of one validation; `lr` is the outer (meta) learning rate now in force, so a report
     can draw it even if a schedule is added later."""
     score, ci95 = setup.validate()
-    return {"epoch": iteration, "iteration": iteration, "train_loss": train_loss, "val_score": score,
+    return {"iteration": iteration, "train_loss": train_loss, "val_score": score,
             "val_ci95": ci95, "lr": float(optimizers[0].param_groups[0]["lr"]),
             "seconds": round(time.perf_counter() - began, 3)}
 
@@ -208,7 +204,7 @@ def _maybe_resume(run: RunDir, cfg: MetaTrainConfig, setup: Setup,
         restore_optimizer(opt, {k[len(prefix):]: v for k, v in ckpt.optim.items() if k.startswith(prefix)},
                           ckpt.meta["optimizers"][i])
     setup.tasks.load_state_dict({"generator": ckpt.rng["sampler"]})
-    run.truncate_metrics(ckpt.meta["iteration"])
+    run.truncate_metrics(ckpt.meta["iteration"], "iteration")
     return int(ckpt.meta["iteration"]), float(ckpt.meta["best_val"])
 
 

@@ -29,7 +29,9 @@ from mtl.pipeline.train.checkpoint import (
     save_checkpoint,
 )
 from mtl.pipeline.train.common import StepCallback, autocast, cosine_lr, no_progress, normalize, resolve_device
-from mtl.pipeline.train.evaluate import EvalConfig, evaluate_backbone
+from mtl.pipeline.train.eval_backends import TorchBackend
+from mtl.pipeline.train.evaluate import EvalConfig, evaluate
+from mtl.pipeline.train.learners import transfer_learner
 from mtl.pipeline.train.run_dir import RunDir
 
 
@@ -100,15 +102,16 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
     train = train.to(device)
     val_cfg = EvalConfig(cfg.val_ways, cfg.val_shots, cfg.val_queries, cfg.val_episodes, seed=cfg.seed)
     record: dict = {}
+    validator = TorchBackend(transfer_learner(spec, model.backbone), device, "prototype")  # prototypes: 0 steps
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
         loss, acc, lr = _train_epoch(model, optimizer, train, cfg, epoch, device, on_step)
-        val_result = evaluate_backbone(model.backbone, val, val_cfg, device)
+        val_result = evaluate(validator, val, val_cfg, 0)[-1]
         record = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
-                  "val_acc": val_result.accuracy, "val_ci95": val_result.ci95,
+                  "val_acc": val_result.mean, "val_ci95": val_result.ci95,
                   "seconds": round(time.perf_counter() - began, 3)}
-        improved = val_result.accuracy > best
-        best = max(best, val_result.accuracy)
+        improved = val_result.mean > best
+        best = max(best, val_result.mean)
         run.log(record)  # before the checkpoint: a resume truncates records past its epoch
         _save(run, model, optimizer, {**meta, "epoch": epoch + 1, "best_val": best, "metrics": record}, improved)
         on_step("epoch", epoch + 1, cfg.epochs, record)
@@ -134,7 +137,7 @@ def _maybe_resume(run: RunDir, cfg: PretrainConfig, model: FewShotModel,
     run.check_checkpoint(ckpt.meta)
     load_weights(model, ckpt.model, ckpt.path)
     restore_optimizer(optimizer, ckpt.optim, ckpt.meta["optimizer"])
-    run.truncate_metrics(ckpt.meta["epoch"])
+    run.truncate_metrics(ckpt.meta["epoch"], "epoch")
     return int(ckpt.meta["epoch"]), float(ckpt.meta["best_val"])
 
 

@@ -94,7 +94,8 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, record)
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop records past the resumed checkpoint (written after it by an interrupted run)."""
-        kept = [r for r in read_jsonl(self.metrics_path) if r.get("epoch", 0) <= last_epoch]
+    def truncate_metrics(self, last: int, key: str) -> None:
+        """Drop records past the resumed checkpoint, at step `last` of `key` ("epoch" for pretraining,
+        "iteration" for meta-training), written after it by an interrupted run."""
+        kept = [r for r in read_jsonl(self.metrics_path) if r.get(key, 0) <= last]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))

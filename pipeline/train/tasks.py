@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mtl.pipeline.algorithms.base import TaskBatch
 from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.data.sampler import Episodes, EpisodeSampler
+from mtl.pipeline.meta.batch import TaskBatch
 from mtl.pipeline.train.common import normalize
 
 

@@ -24,12 +24,24 @@ META = ["meta-train", "--data", "synthetic:20", "--iterations", "1", "--device",
     ("--inner-lr", "-1", "learning rates must be positive"),
     ("--inner-lr", "inf", "learning rates must be positive and finite"),
     ("--outer-lr", "nan", "learning rates must be positive"),
-    ("--beta", "1.5", "--beta must be in [0, 1]"),
-    ("--beta", "nan", "--beta must be in [0, 1]"),
     ("--chunk", "-1", "--chunk must be ≥ 0"),
+    ("--option", "beta=0.5", "--algorithm maml has no option 'beta'; its options: none"),
+    ("--option", "beta", "write it as KEY=VALUE"),
 ])
 def test_meta_train_options_out_of_range_are_usage_errors(flag, value, culprit, tmp_path):
     fails_cleanly([*META, flag, value, "--out", str(tmp_path / "run")], culprit, code=2)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, culprit", [
+    ("beta=1.5", "--option beta must be in [0, 1]"),
+    ("beta=nan", "--option beta must be in [0, 1]"),
+    ("beta=high", "--option beta must be a number, got str 'high'"),
+    ("meta-learner=sgd", "meta-learner must be maml or reptile"),
+    ("gamma=1", "--algorithm joint has no option 'gamma'; its options: beta, meta-learner"),
+])
+def test_an_algorithms_own_options_are_checked_and_named(option, culprit, tmp_path):
+    fails_cleanly([*META, "--algorithm", "joint", "--option", option, "--out", str(tmp_path / "run")], culprit, code=2)
     assert not (tmp_path / "run").exists()
 
 

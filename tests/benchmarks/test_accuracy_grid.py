@@ -57,3 +57,15 @@ def test_ties_within_the_confidence_interval_are_marked():
     assert best == {"5-way 1-shot": {"best": "a", "within_ci": ["b"]}}
     table = markdown({"data": "d", "episodes": 1, "seed": 0, "methods": methods, "best": best})
     assert "**90.00 ± 1.00**" in table and "88.50 ± 1.00 *" in table and "70.00 ± 1.00 |" in table
+
+
+def test_the_grid_takes_its_methods_from_the_registry():
+    from accuracy_grid import methods
+
+    from mtl.pipeline.algorithms import algorithm_names, get_algorithm
+
+    table = methods()
+    assert next(iter(table)) == "transfer"
+    for name in algorithm_names():
+        variants = [m for m, (algorithm, _) in table.items() if algorithm == name]
+        assert len(variants) == len(get_algorithm(name).recipes), name

@@ -48,7 +48,7 @@ def test_evaluate_human_output_shows_the_interval(pretrained_run):
     out, _ = pretrained_run
     result = runner.invoke(app, ["evaluate", str(out), "--episodes", "30", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
-    assert "5-way 1-shot prototype" in result.stdout and "± " in result.stdout
+    assert "5-way 1-shot adapt, 10 steps:" in result.stdout and "± " in result.stdout  # as its bundle adapts
 
 
 def test_missing_checkpoint_is_one_line_exit_1(tmp_path):

@@ -51,16 +51,22 @@ def test_a_bundle_plots_device_steps_and_its_default_point_is_what_evaluate_repo
 
 def curve_scores(path, steps: int) -> list[tuple[float, ...]]:
     """Per-episode accuracy after 0 … `steps` steps on the CLI's episodes, from the API the CLI calls."""
-    from mtl.pipeline.train.evaluate import EvalConfig
-    from mtl.pipeline.train.evaluate_ckpt import step_curve
+    from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 
     cfg = EvalConfig(ways=5, shots=1, queries=3, episodes=12, seed=3)
-    return [r.per_episode for r in step_curve(str(path), None, cfg, "cpu", steps=steps).results]
+    return [r.per_episode for r in evaluate_path(path, None, cfg, "cpu", steps=steps, curve=True).results]
 
 
-def test_a_pretrained_checkpoint_has_nothing_to_plot(pretrained_run, tmp_path):
-    result = runner.invoke(app, ["evaluate", str(pretrained_run[0]), *EPISODES, "--plot", str(tmp_path / "p.png")])
-    one_line_error(result, "no accuracy-vs-steps curve to plot", code=2)
+def test_a_pretrained_checkpoint_plots_the_steps_its_bundle_takes(pretrained_run, tmp_path):
+    plotted = evaluate_json(str(pretrained_run[0]), "--plot", str(tmp_path / "p.png"), "--steps", "3")
+    assert_drawn_png(tmp_path / "p.png", min_size=(400, 300))
+    assert [p["steps"] for p in plotted["curve"]] == [0, 1, 2, 3] and plotted["method"] == "adapt"
+
+
+def test_a_method_that_takes_no_steps_has_nothing_to_plot(pretrained_run, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(pretrained_run[0]), *EPISODES, "--method", "prototype",
+                                 "--plot", str(tmp_path / "p.png")])
+    one_line_error(result, "--method prototype takes none", code=2)
     assert not (tmp_path / "p.png").exists()
 
 

@@ -4,17 +4,18 @@ import pytest
 from typer.testing import CliRunner
 
 from mtl.cli.app import app
-from mtl.pipeline.algorithms import ALGORITHMS
+from mtl.pipeline.algorithms import algorithm_names, get_algorithm
 
 runner = CliRunner()
 FAST = ["--data", "synthetic:30", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "2",
         "--inner-steps", "1", "--iterations", "2", "--val-every", "2", "--val-episodes", "4", "--device", "cpu", "-q"]
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", algorithm_names())
 def test_every_algorithm_meta_trains_from_the_cli_and_its_checkpoint_evaluates(algorithm, tmp_path, pretrained_run):
     out = tmp_path / algorithm
-    extra = ["--init", str(pretrained_run[0]), "--data", "synthetic:60"] if algorithm == "mtl" else []
+    needs_init = get_algorithm(algorithm).needs_init
+    extra = ["--init", str(pretrained_run[0]), "--data", "synthetic:60"] if needs_init else []
     result = runner.invoke(app, ["meta-train", "--algorithm", algorithm, "--out", str(out), *FAST, *extra])
     assert result.exit_code == 0, result.output
     assert (out / "best.safetensors").is_file() and "meta-trained" in result.stdout
@@ -22,7 +23,7 @@ def test_every_algorithm_meta_trains_from_the_cli_and_its_checkpoint_evaluates(a
                                  "--episodes", "6", "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["method"] == ("prototype" if algorithm == "protonet" else "adapt")
+    assert payload["method"] == ("prototype" if get_algorithm(algorithm).head == "prototype" else "adapt")
     assert payload["ways"] == 4 and 0.0 <= payload["accuracy"] <= 1.0
 
 

@@ -9,8 +9,7 @@ from mtl.device_runtime.errors import DataError
 from mtl.exporters.bundle_export import export_bundle
 from mtl.exporters.deploy_model import deploy_model
 from mtl.pipeline.train.checkpoint import load_checkpoint
-from mtl.pipeline.train.evaluate import EvalConfig
-from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_equivalent, assert_float_close
 
@@ -53,8 +52,8 @@ def test_the_adapter_reaches_the_parameters_of_the_trainers_inner_adapt(mtl_bund
 def test_evaluating_the_bundle_agrees_with_the_checkpoint_on_the_same_episodes(mtl_bundle):
     run, bundle_path = mtl_bundle
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=600)
-    on_ckpt = evaluate_checkpoint(str(run), None, cfg, "cpu").result
-    on_bundle = evaluate_checkpoint(str(bundle_path), None, cfg, "cpu").result
+    on_ckpt = evaluate_path(run, None, cfg, "cpu").result
+    on_bundle = evaluate_path(bundle_path, None, cfg, "cpu").result
     assert on_bundle.method == "bundle" and on_ckpt.method == "adapt"
     assert_equivalent(on_bundle.per_episode, on_ckpt.per_episode, margin=0.005)
 
@@ -62,10 +61,22 @@ def test_evaluating_the_bundle_agrees_with_the_checkpoint_on_the_same_episodes(m
 def test_a_pretrained_bundle_at_zero_steps_is_the_prototype_classifier(pretrained_run, tmp_path):
     export_bundle(pretrained_run[0], tmp_path / "b")
     cfg = EvalConfig(ways=5, shots=2, queries=5, episodes=200)
-    prototypes = evaluate_checkpoint(str(pretrained_run[0]), None, cfg, "cpu").result
-    bundle = evaluate_checkpoint(str(tmp_path / "b"), None, cfg, "cpu", steps=0).result
+    prototypes = evaluate_path(pretrained_run[0], None, EvalConfig(ways=5, shots=2, queries=5, episodes=200,
+                                                                   method="prototype"), "cpu").result
+    bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu", steps=0).result
     # W = 2μ, b = −‖μ‖² ranks classes as −‖q − μ‖² does: the same predictions up to float ties
     assert_equivalent(bundle.per_episode, prototypes.per_episode, margin=0.005)
+
+
+def test_a_pretrained_checkpoint_reports_what_its_bundle_does(pretrained_run, tmp_path):
+    """`mtl evaluate CKPT` of a pretrained extractor is its device learner: the bundle's prototype-initialised
+    head and SGD steps, on the same episodes."""
+    export_bundle(pretrained_run[0], tmp_path / "b")
+    cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=200)
+    on_ckpt = evaluate_path(pretrained_run[0], None, cfg, "cpu")
+    on_bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu")
+    assert on_ckpt.steps == on_bundle.steps
+    assert_equivalent(on_bundle.result.per_episode, on_ckpt.result.per_episode, margin=0.005)
 
 
 @pytest.fixture(scope="module", params=["anil", "protonet"])
@@ -81,8 +92,8 @@ def test_batch_statistics_bundles_evaluate_as_their_checkpoints(batch_statistics
     _, run, bundle_path = batch_statistics_bundle
     assert Bundle.load(bundle_path).batch_statistics
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=200)
-    on_ckpt = evaluate_checkpoint(str(run), None, cfg, "cpu").result
-    on_bundle = evaluate_checkpoint(str(bundle_path), None, cfg, "cpu").result
+    on_ckpt = evaluate_path(run, None, cfg, "cpu").result
+    on_bundle = evaluate_path(bundle_path, None, cfg, "cpu").result
     assert_equivalent(on_bundle.per_episode, on_ckpt.per_episode, margin=0.005)
 
 

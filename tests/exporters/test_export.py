@@ -12,8 +12,8 @@ import torch
 from mtl.exporters.bundle_export import export_bundle
 from mtl.exporters.deploy_model import deploy_model
 from mtl.exporters.graphs import adapt_step_fn
-from mtl.pipeline.algorithms.inner import inner_adapt
 from mtl.pipeline.errors import CheckpointError
+from mtl.pipeline.meta.inner import inner_adapt
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_float_close, float_tolerance

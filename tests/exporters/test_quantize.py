@@ -8,8 +8,7 @@ import pytest
 from mtl.device_runtime import Bundle
 from mtl.exporters.bundle_export import export_bundle
 from mtl.pipeline.errors import ConfigError
-from mtl.pipeline.train.evaluate import EvalConfig
-from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 from tests.tolerance import assert_no_worse
 
 
@@ -26,8 +25,8 @@ def test_an_int8_bundle_is_standard_onnx_smaller_and_as_accurate(pretrained_run,
     assert manifest["quantization"]["check"]["min_cosine"] >= 0.99
     assert Bundle.load(tmp_path / "int8").manifest["quantization"]["check"]["images"] == 64
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=300)
-    on_float = evaluate_checkpoint(str(tmp_path / "f32"), None, cfg, "cpu").result
-    on_int8 = evaluate_checkpoint(str(tmp_path / "int8"), None, cfg, "cpu").result
+    on_float = evaluate_path(tmp_path / "f32", None, cfg, "cpu").result
+    on_int8 = evaluate_path(tmp_path / "int8", None, cfg, "cpu").result
     # the claim is one-sided: int8 loses at most a point against float on the same episodes (gaining is fine)
     assert_no_worse(on_int8.per_episode, on_float.per_episode, margin=0.01)
 

@@ -1,17 +1,48 @@
 import pytest
 import torch
 
-from mtl.pipeline.algorithms import ALGORITHMS, Hyper, get_algorithm
-from mtl.pipeline.algorithms.joint import joint_optimizers, joint_update, shared_parameters, transfer_update
+from mtl.pipeline.algorithms import algorithm_names, get_algorithm, list_algorithms, register_algorithm
+from mtl.pipeline.algorithms.joint import JointOptions, shared_parameters, transfer_update
 from mtl.pipeline.algorithms.reptile import adapted_mean, reptile_update
 from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.meta.algorithm import Algorithm
+from mtl.pipeline.meta.batch import Hyper
+from tests.pipeline.meta.tiny import tiny_batch, tiny_learner
 
-from .conftest import tiny_batch, tiny_learner
+JOINT = get_algorithm("joint")
 
 
 def test_unknown_algorithm_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="maml, reptile, metasgd, anil, protonet, mtl, joint"):
+    with pytest.raises(ConfigError, match="anil, joint, maml, metasgd, mtl, protonet, reptile"):
         get_algorithm("mamba")
+
+
+def test_the_registry_lists_one_algorithm_per_module_and_refuses_a_second_of_a_name():
+    assert list_algorithms() == algorithm_names() == sorted(algorithm_names())
+    assert all(get_algorithm(name).name == name for name in algorithm_names())
+
+    class Impostor(Algorithm):
+        name = "maml"
+
+    Impostor.__module__ = "mtl.pipeline.algorithms.maml"
+    with pytest.raises(ConfigError, match="'maml' is already registered"):
+        register_algorithm(Impostor)
+
+    class Misplaced(Algorithm):
+        name = "elsewhere"
+
+    with pytest.raises(TypeError, match="must be defined in a module named elsewhere.py"):
+        register_algorithm(Misplaced)
+
+
+def test_options_are_typed_and_unknown_ones_named():
+    assert JOINT.parse_options({"beta": "0.25", "meta-learner": "reptile"}) == JointOptions(0.25, "reptile")
+    with pytest.raises(ConfigError, match="joint has no option 'gamma'; its options: beta, meta-learner"):
+        JOINT.parse_options({"gamma": 1})
+    with pytest.raises(ConfigError, match="beta must be in"):
+        JOINT.parse_options({"beta": "2"})
+    with pytest.raises(ConfigError, match="maml has no option 'beta'; its options: none"):
+        get_algorithm("maml").parse_options({"beta": 0.5})
 
 
 def test_reptile_moves_theta_by_epsilon_towards_the_mean_adapted_weights(batch):
@@ -33,28 +64,25 @@ def test_reptile_moves_theta_by_epsilon_towards_the_mean_adapted_weights(batch):
         torch.testing.assert_close(learner.get_parameter(name), expected, msg=name)
 
 
-def _joint_learner(meta_learner):
-    return tiny_learner(transfer_classes=10, seed=3), Hyper(inner_steps=2, meta_learner=meta_learner)
+def _joint_learner(meta_learner, beta=0.5):
+    return tiny_learner(transfer_classes=10, seed=3), Hyper(inner_steps=2, options=JointOptions(beta, meta_learner))
 
 
 @pytest.mark.parametrize("meta_learner", ["maml", "reptile"])
 def test_joint_with_beta_one_is_its_meta_learner(batch, meta_learner):
-    joint, hp = _joint_learner(meta_learner)
-    alone, _ = _joint_learner(meta_learner)
-    hp_joint = Hyper(inner_steps=2, meta_learner=meta_learner, beta=1.0)
-    joint_update(joint, batch, joint_optimizers(joint, 0.01, hp_joint), hp_joint)
-    meta_update = get_algorithm(meta_learner).update
-    meta_update(alone, batch, joint_optimizers(alone, 0.01, hp)[:1], hp)
+    joint, hp_joint = _joint_learner(meta_learner, beta=1.0)
+    alone, hp = _joint_learner(meta_learner)
+    JOINT.update(joint, batch, JOINT.optimizers(joint, 0.01, hp_joint), hp_joint)
+    get_algorithm(meta_learner).update(alone, batch, JOINT.optimizers(alone, 0.01, hp)[:1], hp)
     for name, tensor in shared_parameters(alone).items():
         torch.testing.assert_close(joint.get_parameter(name), tensor, msg=name)
 
 
 def test_joint_with_beta_zero_is_plain_transfer(batch):
-    joint, _ = _joint_learner("maml")
+    joint, hp = _joint_learner("maml", beta=0.0)
     alone, _ = _joint_learner("maml")
-    hp = Hyper(inner_steps=2, beta=0.0)
-    joint_update(joint, batch, joint_optimizers(joint, 0.01, hp), hp)
-    transfer_update(alone, batch, joint_optimizers(alone, 0.01, hp)[1])
+    JOINT.update(joint, batch, JOINT.optimizers(joint, 0.01, hp), hp)
+    transfer_update(alone, batch, JOINT.optimizers(alone, 0.01, hp)[1])
     for name, tensor in shared_parameters(alone).items():
         torch.testing.assert_close(joint.get_parameter(name), tensor, msg=name)
 
@@ -64,20 +92,22 @@ def test_joint_with_half_beta_lies_between(batch):
     transfer, _ = _joint_learner("maml")
     half, _ = _joint_learner("maml")
     for learner, beta in ((meta, 1.0), (transfer, 0.0), (half, 0.5)):
-        hp = Hyper(inner_steps=2, beta=beta)
-        joint_update(learner, batch, joint_optimizers(learner, 0.01, hp), hp)
+        hp = Hyper(inner_steps=2, options=JointOptions(beta))
+        JOINT.update(learner, batch, JOINT.optimizers(learner, 0.01, hp), hp)
     for name in shared_parameters(half):
         mid = 0.5 * meta.get_parameter(name) + 0.5 * transfer.get_parameter(name)
         torch.testing.assert_close(half.get_parameter(name), mid, msg=name)
 
 
-@pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"mtl", "joint"}))
+@pytest.mark.parametrize("name", sorted(set(algorithm_names()) - {"mtl", "joint"}))
 def test_every_update_changes_the_parameters_and_reports_a_loss(name):
     alg = get_algorithm(name)
-    learner = tiny_learner(adapt=alg.adapt, learn_lr=alg.learn_lr, dtype=torch.float32)
+    head = alg.head or "linear"
+    learner = tiny_learner(adapt=alg.inner, learn_lr=alg.learn_lr, head=head,
+                           head_init="proto" if head == "prototype" else "learned", dtype=torch.float32)
     before = {n: t.detach().clone() for n, t in learner.named_parameters()}
-    hp = Hyper(inner_steps=1)
-    metrics = alg.update(learner, tiny_batch(dtype=torch.float32), alg.make_optimizers(learner, 0.01, hp), hp)
+    hp = Hyper(inner_steps=1, options=alg.parse_options({}))
+    metrics = alg.update(learner, tiny_batch(dtype=torch.float32), alg.optimizers(learner, 0.01, hp), hp)
     assert torch.isfinite(metrics["loss"])
     changed = [n for n, t in learner.named_parameters() if not torch.equal(t, before[n])]
     assert any(n.startswith("body.") for n in changed)

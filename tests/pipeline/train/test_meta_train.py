@@ -1,12 +1,11 @@
 import pytest
 import torch
 
-from mtl.pipeline.algorithms import LearnerSpec, MetaLearner
 from mtl.pipeline.atomic import read_jsonl
 from mtl.pipeline.errors import CheckpointError, ConfigError
+from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
 from mtl.pipeline.train.checkpoint import load_checkpoint
-from mtl.pipeline.train.evaluate import EvalConfig
-from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_better, assert_float_close
 
@@ -19,15 +18,15 @@ def test_short_maml_beats_the_untrained_model_on_held_out_classes(tmp_path):
                           **dict(FAST, val_every=30))
     meta_train(cfg)
     eval_cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=150)
-    trained = evaluate_checkpoint(str(tmp_path / "maml"), None, eval_cfg, "cpu").result
+    trained = evaluate_path(tmp_path / "maml", None, eval_cfg, "cpu").result
     ckpt = load_checkpoint(tmp_path / "maml")
     torch.manual_seed(cfg.seed)  # the same initialisation meta-training started from
     untrained = MetaLearner(LearnerSpec.from_dict(ckpt.meta["learner"]))
-    from mtl.pipeline.train.evaluate_ckpt import held_out_classes
-    from mtl.pipeline.train.evaluate_meta import evaluate_learner
+    from mtl.pipeline.train.eval_backends import TorchBackend
+    from mtl.pipeline.train.evaluate import evaluate, held_out
 
-    data, _ = held_out_classes("synthetic:60", ckpt.meta)
-    before = evaluate_learner(untrained, data, eval_cfg, 2, torch.device("cpu"))
+    data, _ = held_out("synthetic:60", ckpt.meta["splits"], None)
+    before = evaluate(TorchBackend(untrained, torch.device("cpu")), data, eval_cfg, 2)[-1]
     assert trained.method == "adapt"
     assert_better(trained.per_episode, before.per_episode)  # paired: the same 150 episodes
 
@@ -81,7 +80,9 @@ def test_resume_continues_exactly(tmp_path):
     assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 2
 
 
-@pytest.mark.parametrize("bad", [dict(beta=1.5), dict(meta_learner="sgd"), dict(adapt="some"),
+@pytest.mark.parametrize("bad", [dict(algorithm="joint", options={"beta": 1.5}),
+                                 dict(algorithm="joint", options={"meta-learner": "sgd"}),
+                                 dict(options={"beta": 0.5}), dict(adapt="some"),
                                  dict(inner_lr=0.0), dict(iterations=0), dict(algorithm="bogus")])
 def test_bad_meta_train_options_are_config_errors(bad):
     with pytest.raises(ConfigError):

@@ -6,8 +6,7 @@ import torch
 from mtl.pipeline.atomic import read_jsonl
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.train.checkpoint import load_checkpoint
-from mtl.pipeline.train.evaluate import EvalConfig
-from mtl.pipeline.train.evaluate_ckpt import evaluate_checkpoint
+from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 from tests.conftest import SMALL
 from tests.tolerance import assert_better
@@ -31,27 +30,41 @@ def test_pretraining_lowers_the_loss_and_writes_the_run_directory(pretrained_run
 
 def test_pretrained_features_beat_chance_by_a_wide_margin_on_unseen_classes(pretrained_run):
     out, _ = pretrained_run
-    ev = evaluate_checkpoint(str(out), None, EvalConfig(ways=5, shots=1, episodes=200), "cpu")
+    ev = evaluate_path(out, None, EvalConfig(ways=5, shots=1, episodes=200, method="prototype"), "cpu")
     assert ev.classes.startswith("test split")
-    assert ev.result.accuracy > 0.5  # chance is 0.2
+    assert ev.result.mean > 0.5  # chance is 0.2
     assert 0 < ev.result.ci95 < 0.05
     untrained = _untrained_accuracy(out)
     assert_better(ev.result.per_episode, untrained)  # paired: the same 200 episodes
 
 
+def test_a_pretrained_checkpoint_is_evaluated_as_its_bundle_adapts(pretrained_run):
+    """`auto` is the transfer learner a device gets: prototype-initialised linear head + SGD steps; at 0 steps
+    it is exactly the nearest class mean (the same predictions, paired on the same episodes)."""
+    from mtl.pipeline.train.learners import TRANSFER_STEPS
+    from tests.tolerance import assert_equivalent
+
+    out, _ = pretrained_run
+    cfg = EvalConfig(ways=5, shots=1, episodes=100)
+    auto = evaluate_path(out, None, cfg, "cpu")
+    assert auto.result.method == "adapt" and auto.steps == [TRANSFER_STEPS]
+    zero = evaluate_path(out, None, cfg, "cpu", steps=0).result
+    proto = evaluate_path(out, None, EvalConfig(ways=5, shots=1, episodes=100, method="prototype"), "cpu").result
+    assert_equivalent(zero.per_episode, proto.per_episode, margin=0.005)
+
+
 def _untrained_accuracy(out):
-    from mtl.pipeline.data import load_data
     from mtl.pipeline.models import ModelSpec, build_model
-    from mtl.pipeline.train.evaluate import evaluate_backbone
-    from mtl.pipeline.train.evaluate_ckpt import held_out_classes
+    from mtl.pipeline.train.eval_backends import TorchBackend
+    from mtl.pipeline.train.evaluate import evaluate, held_out
+    from mtl.pipeline.train.learners import transfer_learner
 
     ckpt = load_checkpoint(out)
     torch.manual_seed(123)
-    model = build_model(ModelSpec.from_dict(ckpt.meta["model"]))
-    data, _ = held_out_classes("synthetic:60", ckpt.meta)
-    assert load_data  # the same loader path as evaluate
-    return evaluate_backbone(model.backbone, data, EvalConfig(ways=5, shots=1, episodes=200),
-                             torch.device("cpu")).per_episode
+    spec = ModelSpec.from_dict(ckpt.meta["model"])
+    data, _ = held_out("synthetic:60", ckpt.meta["splits"], None)
+    backend = TorchBackend(transfer_learner(spec, build_model(spec).backbone), torch.device("cpu"), "prototype")
+    return evaluate(backend, data, EvalConfig(ways=5, shots=1, episodes=200), 0)[-1].per_episode
 
 
 class Interrupt(Exception):

@@ -1,4 +1,4 @@
-"""What every algorithm shares: the task batch, vmapped task outputs, and the outer-gradient step.
+"""What every gradient-based algorithm shares: the task batch, vmapped task outputs, the meta-gradient.
 
 Tasks of a meta-batch are processed together: `torch.func.vmap` maps `MetaLearner.task_outputs`
 (support → inner loop → query predictions) over the task axis, so the GPU sees one batched
@@ -13,13 +13,14 @@ import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from mtl.pipeline.algorithms.inner import Params
-from mtl.pipeline.algorithms.learner import MetaLearner
+from mtl.pipeline.meta.inner import Params
+from mtl.pipeline.meta.learner import MetaLearner
 
 
 @dataclass(frozen=True)
@@ -47,24 +48,34 @@ class TaskBatch:
 
 @dataclass(frozen=True)
 class Hyper:
-    """Inner/outer-loop hyper-parameters an algorithm's update needs."""
+    """What the meta-batch engine needs to run a step, and the algorithm's own options (`Algorithm.Options`)."""
 
     inner_steps: int = 5
     first_order: bool = False
     chunk: int = 0  # tasks per vmapped call; 0 = the whole meta-batch
-    beta: float = 0.5
-    meta_learner: str = "maml"
     bf16: bool = False  # bf16 autocast of the task forward/backward passes (CUDA)
     compile: bool = False  # torch.compile the meta-batch forward (its backward is compiled with it)
     compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs (static shapes)
+    options: Any = None  # the algorithm's options dataclass (e.g. joint's beta), None when it has none
 
 
-def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int,
-                  first_order: bool = False) -> torch.Tensor:
+# one task's outputs: (learner, p, support, labels, query, n_way, steps, first_order) → (Q, N); an algorithm's
+# `task_outputs`, by default the learner's own
+TaskFn = Callable[..., torch.Tensor]
+
+
+def _learner_task(learner: MetaLearner, p: Params, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
+                  n_way: int, steps: int, first_order: bool) -> torch.Tensor:
+    return learner.task_outputs(p, support, labels, query, n_way, steps, first_order)
+
+
+def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int, first_order: bool = False,
+                  task: TaskFn | None = None) -> torch.Tensor:
     """Query predictions of every task: (B, Q, N) logits (or (B, Q, 1) regression values)."""
+    task = task or _learner_task
 
     def one_task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
-        return learner.task_outputs(p, sx, sy, qx, batch.n_way, steps, first_order)
+        return task(learner, p, sx, sy, qx, batch.n_way, steps, first_order)
 
     return vmap(one_task, randomness="same")(batch.support, batch.support_labels, batch.query)
 
@@ -72,7 +83,7 @@ def batch_outputs(learner: MetaLearner, p: Params, batch: TaskBatch, steps: int,
 def query_metrics(learner: MetaLearner, outputs: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-task query loss (B,) and accuracy (B,) (negative MSE stands in for accuracy in regression)."""
-    if learner.spec.head == "none":
+    if learner.head.regression:
         loss = ((outputs - labels) ** 2).mean(dim=(1, 2))
         return loss, -loss.detach()
     b, q, n = outputs.shape
@@ -88,20 +99,20 @@ def chunk_slices(total: int, chunk: int) -> list[slice]:
 
 
 def task_losses(learner: MetaLearner, p: Params, part: TaskBatch, steps: int, first_order: bool,
-                bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                bf16: bool, task: TaskFn | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-task query loss (B,), accuracy (B,) and outputs (B, Q, N) of a (part of a) meta-batch."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        outputs = batch_outputs(learner, p, part, steps, first_order)
+        outputs = batch_outputs(learner, p, part, steps, first_order, task)
     loss, acc = query_metrics(learner, outputs, part.query_labels)
     return loss, acc, outputs
 
 
 def _compiled_losses(learner: MetaLearner, support: torch.Tensor, support_labels: torch.Tensor,
                      query: torch.Tensor, query_labels: torch.Tensor, n_way: int, steps: int, first_order: bool,
-                     bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     bf16: bool, task: TaskFn | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`task_losses` with plain tensor arguments, the form torch.compile traces (and guards on) best."""
     part = TaskBatch(support, support_labels, query, query_labels, query_labels[:, :1], n_way)
-    return task_losses(learner, learner.state_params(), part, steps, first_order, bf16)
+    return task_losses(learner, learner.state_params(), part, steps, first_order, bf16, task)
 
 
 @functools.cache
@@ -110,27 +121,27 @@ def compiled_losses(mode: str = "default") -> Callable[..., tuple[torch.Tensor, 
     return torch.compile(_compiled_losses, dynamic=False, mode=mode)
 
 
-def _losses(learner: MetaLearner, p: Params, part: TaskBatch, hp: Hyper,
-            first_order: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _losses(learner: MetaLearner, p: Params, part: TaskBatch, hp: Hyper, first_order: bool,
+            task: TaskFn | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`task_losses`, compiled under `hp.compile`. If compiling fails (a backend or an op it cannot handle),
     this process warns once and stays eager: the same computation, only slower."""
     if hp.compile and not _COMPILE_FAILED:
         try:
             return compiled_losses(hp.compile_mode)(learner, part.support, part.support_labels, part.query,
                                                     part.query_labels, part.n_way, hp.inner_steps, first_order,
-                                                    hp.bf16)
+                                                    hp.bf16, task)
         except torch._dynamo.exc.TorchDynamoException as exc:
             _COMPILE_FAILED.append(exc)
             warnings.warn(f"torch.compile of the meta-step failed ({type(exc).__name__}); continuing without it",
                           RuntimeWarning, stacklevel=3)
-    return task_losses(learner, p, part, hp.inner_steps, first_order, hp.bf16)
+    return task_losses(learner, p, part, hp.inner_steps, first_order, hp.bf16, task)
 
 
 _COMPILE_FAILED: list[Exception] = []
 
 
-def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
-                             first_order: bool | None = None) -> dict[str, float]:
+def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper, first_order: bool | None = None,
+                             task: TaskFn | None = None) -> dict[str, torch.Tensor]:
     """Backpropagate the mean query loss over all tasks into `.grad` (chunked, same result).
 
     No value leaves the device here (no `.item()`): metrics stay tensors so the GPU never waits.
@@ -142,11 +153,11 @@ def accumulate_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
     worst = []
     for index in chunk_slices(len(batch), hp.chunk):
         part = batch.part(index)
-        loss, acc, outputs = _losses(learner, p, part, hp, first_order)
+        loss, acc, outputs = _losses(learner, p, part, hp, first_order, task)
         (loss.sum() / len(batch)).backward()
         total_loss += loss.detach().sum()
         total_acc += acc.sum()
-        if learner.spec.head != "none":
+        if not learner.head.regression:
             worst.append(worst_classes(outputs.detach(), part))
     metrics = {"loss": total_loss / len(batch), "acc": total_acc / len(batch)}
     if worst:
@@ -163,26 +174,8 @@ def worst_classes(outputs: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     return batch.classes.gather(1, per_class.argmin(1, keepdim=True)).squeeze(1)
 
 
-def adam(learner: MetaLearner, lr: float, hp: Hyper) -> list[torch.optim.Optimizer]:
-    """The default outer optimiser: Adam over every trainable meta-parameter."""
-    return [torch.optim.Adam([t for t in learner.parameters() if t.requires_grad], lr=lr)]
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    """A meta-learning method: how the learner is configured and how one outer update is made."""
-
-    name: str
-    adapt: str  # default inner-loop scope: "all", "head" or "proto"
-    update: Callable[[MetaLearner, TaskBatch, list[torch.optim.Optimizer], Hyper], dict[str, torch.Tensor]]
-    make_optimizers: Callable[[MetaLearner, float, Hyper], list[torch.optim.Optimizer]] = adam
-    learn_lr: bool = False
-    scale_shift: bool = False
-    needs_init: bool = False
-    paper: str = ""
-
-
-def fitting_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper) -> dict[str, torch.Tensor]:
+def fitting_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper,
+                          task: TaskFn | None = None) -> dict[str, torch.Tensor]:
     """`accumulate_meta_gradient`, halving the chunk on out-of-memory until it fits (same result).
 
     The chunk that fitted is returned as metrics["chunk"] so the loop keeps using it.
@@ -191,7 +184,7 @@ def fitting_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper) -> 
     while True:
         learner.zero_grad(set_to_none=True)
         try:
-            metrics = accumulate_meta_gradient(learner, batch, dataclasses.replace(hp, chunk=chunk))
+            metrics = accumulate_meta_gradient(learner, batch, dataclasses.replace(hp, chunk=chunk), task=task)
         except torch.OutOfMemoryError:
             if chunk == 1:
                 raise
@@ -201,12 +194,3 @@ def fitting_meta_gradient(learner: MetaLearner, batch: TaskBatch, hp: Hyper) -> 
             continue
         metrics["chunk"] = torch.tensor(chunk)
         return metrics
-
-
-def gradient_update(learner: MetaLearner, batch: TaskBatch, optimizers: list[torch.optim.Optimizer],
-                    hp: Hyper) -> dict[str, torch.Tensor]:
-    """One outer step of a gradient-based meta-learner: θ ← opt(θ, ∇θ mean query loss)."""
-    optimizers[0].zero_grad(set_to_none=True)
-    metrics = fitting_meta_gradient(learner, batch, hp)
-    optimizers[0].step()
-    return metrics

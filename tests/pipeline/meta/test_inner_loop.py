@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtl.pipeline.algorithms import Hyper, inner_adapt, inner_step
-from mtl.pipeline.algorithms.base import accumulate_meta_gradient, batch_outputs, query_metrics
-
-from .conftest import tiny_batch, tiny_learner
+from mtl.pipeline.meta import batch as engine
+from mtl.pipeline.meta.batch import Hyper, accumulate_meta_gradient, batch_outputs, query_metrics
+from mtl.pipeline.meta.inner import inner_adapt, inner_step
+from tests.pipeline.meta.tiny import tiny_batch, tiny_learner
 
 
 def test_one_inner_step_changes_the_parameters_and_lowers_the_support_loss(batch):
@@ -121,22 +121,20 @@ def test_a_head_adapts_to_more_classes_than_it_was_built_for():
 
 
 def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_gradient(batch, monkeypatch):
-    from mtl.pipeline.algorithms import base
-
     learner = tiny_learner()
     hp = Hyper(inner_steps=2)
     learner.zero_grad()
     accumulate_meta_gradient(learner, batch, hp)
     whole = {n: t.grad.clone() for n, t in learner.named_parameters()}
-    real = base.batch_outputs
+    real = engine.batch_outputs
 
-    def small_memory(learner, p, part, steps, first_order=False):
+    def small_memory(learner, p, part, steps, first_order=False, task=None):
         if len(part) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(learner, p, part, steps, first_order)
+        return real(learner, p, part, steps, first_order, task)
 
-    monkeypatch.setattr(base, "batch_outputs", small_memory)
-    metrics = base.fitting_meta_gradient(learner, batch, hp)
+    monkeypatch.setattr(engine, "batch_outputs", small_memory)
+    metrics = engine.fitting_meta_gradient(learner, batch, hp)
     assert int(metrics["chunk"]) == 1
     for name, grad in whole.items():
         torch.testing.assert_close(grad, learner.get_parameter(name).grad, msg=name)
@@ -144,8 +142,6 @@ def test_a_meta_batch_that_does_not_fit_is_chunked_automatically_with_the_same_g
 
 def test_a_meta_step_that_cannot_compile_warns_once_and_computes_the_same_gradient_eagerly(batch, monkeypatch):
     import torch._dynamo
-
-    from mtl.pipeline.algorithms import base
 
     learner = tiny_learner()
     accumulate_meta_gradient(learner, batch, Hyper(inner_steps=2))
@@ -156,11 +152,11 @@ def test_a_meta_step_that_cannot_compile_warns_once_and_computes_the_same_gradie
             raise torch._dynamo.exc.Unsupported("no compiler here")
         return fail
 
-    monkeypatch.setattr(base, "compiled_losses", broken)
-    monkeypatch.setattr(base, "_COMPILE_FAILED", [])
+    monkeypatch.setattr(engine, "compiled_losses", broken)
+    monkeypatch.setattr(engine, "_COMPILE_FAILED", [])
     learner.zero_grad()
     with pytest.warns(RuntimeWarning, match="torch.compile of the meta-step failed"):
         accumulate_meta_gradient(learner, batch, Hyper(inner_steps=2, compile=True))
     for name, grad in eager.items():
         torch.testing.assert_close(grad, learner.get_parameter(name).grad, msg=name)
-    assert len(base._COMPILE_FAILED) == 1
+    assert len(engine._COMPILE_FAILED) == 1

@@ -1,8 +1,8 @@
 """THE inner loop: the one function that adapts parameters to a task.
 
 Meta-training, evaluation and the ONNX exporter all call `inner_step` / `inner_adapt`, so what a
-device runs is, by construction, what the trainer optimised (ARCHITECTURE.md, "one source of
-truth"). Written with `torch.func` so it works per task under `vmap`, and stays differentiable
+device runs is, by construction, what the trainer optimised ("one source of truth",
+docs/architecture.md). Written with `torch.func` so it works per task under `vmap`, and stays differentiable
 for second-order MAML unless `first_order` drops the second-order term.
 """
 

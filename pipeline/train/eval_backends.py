@@ -1,0 +1,259 @@
+"""What the evaluation engine adapts (`pipeline.train.evaluate`): a torch learner, the fine-tuning baseline, or a
+bundle through the device runtime. Each scores seeded episodes after the adaptation steps asked for.
+
+Features are computed once per image where they do not depend on the batch (a frozen extractor with running
+BatchNorm statistics, a bundle without batch statistics); a body normalised with per-task batch statistics
+(MAML-style transductive BatchNorm) embeds each episode's support set as one batch and its queries as another,
+exactly as it was trained and as the device runtime does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from mtl.pipeline.errors import ConfigError
+from mtl.pipeline.meta.learner import MetaLearner
+from mtl.pipeline.models.heads import COSINE_INIT_SCALE
+from mtl.pipeline.models.task_batchnorm import TaskBatchNorm2d
+from mtl.pipeline.train.common import StepCallback, embed, normalize, resolve_device
+from mtl.pipeline.train.evaluate import EpisodeSet, EvalConfig
+
+CHUNK = 50  # episodes per vmapped call
+
+
+def is_bundle(path: str | Path) -> bool:
+    path = Path(path)
+    return path.suffix == ".mtlb" or (path.is_dir() and (path / "manifest.json").is_file())
+
+
+def has_batch_statistics(body: torch.nn.Module) -> bool:
+    """True when the body normalises with the statistics of each batch (MAML-style transductive BatchNorm)."""
+    return any(isinstance(m, TaskBatchNorm2d) for m in body.modules())
+
+
+def _labels(episodes: EpisodeSet, per_class: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(episodes.cfg.ways, device=device).repeat_interleave(per_class)
+
+
+def _correct(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Logits (B, S, Q, N) and class-major labels (Q,) → per-episode accuracy (B, S)."""
+    return (outputs.argmax(-1) == labels).float().mean(-1)
+
+
+class TorchBackend:
+    """A `MetaLearner` adapted by its own inner loop (first order at evaluation, as the device steps)."""
+
+    def __init__(self, learner: MetaLearner, device: torch.device, method: str = "adapt") -> None:
+        self.learner, self.device, self.method = learner.to(device), device, method
+        self.per_image = learner.frozen and not has_batch_statistics(learner.body)
+
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor:
+        learner, device, cfg = self.learner, self.device, episodes.cfg
+        p = {n: t.detach() for n, t in learner.state_params().items()}
+        support_labels, query_labels = _labels(episodes, cfg.shots, device), _labels(episodes, cfg.queries, device)
+        table = self._features(episodes) if self.per_image else None
+        was_training = learner.training
+        learner.train()  # episodic models normalise with each task's batch statistics, as in training
+        out = []
+        try:
+            for part in episodes.chunks(CHUNK):
+                sx, qx = (self._inputs(episodes, rows[part], table) for rows in (episodes.support, episodes.query))
+
+                def one(s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+                    return self._task(p, s, support_labels, q, cfg.ways, steps)
+
+                with torch.no_grad():
+                    outputs = vmap(one, randomness="same")(sx, qx)  # (B, S, Q, N)
+                out.append(_correct(outputs, query_labels).cpu())
+                on_step("episodes", part.stop, episodes.support.shape[0], {})
+        finally:
+            learner.train(was_training)
+        return torch.cat(out)
+
+    def _features(self, episodes: EpisodeSet) -> torch.Tensor:
+        """Every used image embedded once (eval mode: running statistics), rows of a (T, D) table."""
+        used = episodes.used()
+        feats = embed(self.learner.body, episodes.data.images[used], episodes.data.spec, self.device)
+        table = feats.new_zeros(len(episodes.data), feats.shape[1])
+        table[used.to(self.device)] = feats
+        return table
+
+    def _inputs(self, episodes: EpisodeSet, rows: torch.Tensor, table: torch.Tensor | None) -> torch.Tensor:
+        if table is not None:
+            return table[rows.to(self.device)]  # (B, M, D)
+        return normalize(episodes.data.images[rows].to(self.device), episodes.data.spec)  # (B, M, C, H, W)
+
+    def _task(self, p: dict, s: torch.Tensor, sy: torch.Tensor, q: torch.Tensor, n_way: int,
+              steps: list[int]) -> torch.Tensor:
+        """One episode's query logits after each of `steps` → (S, Q, N)."""
+        learner = self.learner
+        if learner.adapts_body:
+            trajectory = learner.adapt_trajectory(p, s, sy, n_way, steps[-1], first_order=True)
+            return _at(trajectory, steps, lambda fast: learner.predict(p, fast, q))
+        if not self.per_image:  # a batch-statistics body: support and queries embedded per episode
+            s, q = learner.features(p, s), learner.features(p, q)
+        trajectory = learner.head_trajectory(p, s, sy, n_way, steps[-1])
+        return _at(trajectory, steps, lambda fast: learner.head_logits(p, fast, q))
+
+
+def _at(trajectory: Any, steps: list[int], score: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """Outputs after each of `steps` (sorted) from a trajectory of states after 0, 1, …; a head that does not
+    adapt yields one state, which stands for every step."""
+    wanted, outputs, last = set(steps), {}, None
+    for k, state in enumerate(trajectory):
+        last = state
+        if k in wanted:
+            outputs[k] = score(state)
+    fallback = score(last) if len(outputs) < len(steps) else None
+    return torch.stack([outputs.get(k, fallback) for k in steps])
+
+
+class FinetuneBackend:
+    """The transfer baseline (Chen et al. 2019; Tian et al. 2020): a fresh linear head per episode, trained by
+    Adam on L2-normalised support features scaled by `COSINE_INIT_SCALE`; every episode of a chunk at once."""
+
+    method = "finetune"
+
+    def __init__(self, learner: MetaLearner, device: torch.device) -> None:
+        if has_batch_statistics(learner.body):
+            raise ConfigError("--method finetune embeds images outside their episodes, which changes the features "
+                              "of a model normalised with per-task batch statistics; use --method adapt or prototype")
+        self.torch = TorchBackend(learner, device, "finetune")
+
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor:
+        if len(steps) > 1:
+            raise ConfigError("--method finetune trains its own head; there is no curve over adaptation steps")
+        cfg, table = episodes.cfg, self.torch._features(episodes)
+        labels = _labels(episodes, cfg.queries, table.device)
+        out = []
+        for part in episodes.chunks(100):
+            logits = finetune_logits(table[episodes.support[part].to(table.device)],
+                                     table[episodes.query[part].to(table.device)], cfg.ways, cfg.finetune_steps,
+                                     cfg.finetune_lr)
+            out.append(_correct(logits[:, None], labels).cpu())
+            on_step("episodes", part.stop, episodes.support.shape[0], {})
+        return torch.cat(out)
+
+
+def finetune_logits(support: torch.Tensor, query: torch.Tensor, ways: int, steps: int, lr: float) -> torch.Tensor:
+    """Support (E, N·K, D) class-major, query (E, M, D) → logits (E, M, N) of a head trained per episode."""
+    e, nk, d = support.shape
+    labels = torch.arange(ways, device=support.device).repeat_interleave(nk // ways).expand(e, -1)
+    support = COSINE_INIT_SCALE * F.normalize(support, dim=-1)
+    query = COSINE_INIT_SCALE * F.normalize(query, dim=-1)
+    weight = torch.zeros(e, ways, d, device=support.device, requires_grad=True)
+    bias = torch.zeros(e, ways, device=support.device, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            logits = torch.einsum("emd,end->emn", support, weight) + bias[:, None]
+            loss = F.cross_entropy(logits.reshape(-1, ways), labels.reshape(-1)) * e
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return torch.einsum("emd,end->emn", query, weight) + bias[:, None]
+
+
+class BundleBackend:
+    """A bundle through the device runtime: `embed.onnx`, then `device_runtime.adapter.head_trajectory` — the
+    loop `Adapter.adapt` runs — and `predict.onnx`."""
+
+    method = "bundle"
+
+    def __init__(self, bundle: Any) -> None:
+        self.bundle = bundle
+
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor:
+        from mtl.device_runtime.adapter import default_lr, head_trajectory
+        from mtl.device_runtime.preprocess import normalize as device_normalize
+
+        bundle, cfg = self.bundle, episodes.cfg
+        images = episodes.data.images.numpy()
+
+        def embedded(rows: np.ndarray) -> np.ndarray:
+            return bundle.embed(device_normalize(images[rows], bundle.input_spec))
+
+        table = None
+        if not bundle.batch_statistics:
+            used = episodes.used().numpy()
+            table = np.zeros((len(episodes.data), bundle.feature_dim), np.float32)
+            table[used] = embedded(used)
+        support_labels = np.repeat(np.arange(cfg.ways), cfg.shots).astype(np.int64)
+        query_labels = np.repeat(np.arange(cfg.ways), cfg.queries)
+        lr, wanted, out = default_lr(bundle), set(steps), []
+        for i, (s, q) in enumerate(zip(episodes.support.numpy(), episodes.query.numpy(), strict=True)):
+            sf, qf = (table[s], table[q]) if table is not None else (embedded(s), embedded(q))
+            row = {k: float((bundle.predict_proba(w, b, qf).argmax(1) == query_labels).mean())
+                   for k, (w, b, _) in enumerate(head_trajectory(bundle, sf, support_labels, cfg.ways, steps[-1], lr))
+                   if k in wanted}
+            out.append([row[k] for k in steps])
+            if table is None or i + 1 == len(episodes.support):
+                on_step("episodes", i + 1, len(episodes.support), {})
+        return torch.tensor(out, dtype=torch.float64)
+
+
+def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[Any, dict[str, Any], int]:
+    """The backend that evaluates `path` with `cfg.method`, what its producer trained on (data spec, class split,
+    input spec, the file), and its default number of adaptation steps."""
+    if is_bundle(path):
+        return _bundle_backend(path, cfg)
+    from mtl.pipeline.data import InputSpec
+    from mtl.pipeline.train.checkpoint import load_checkpoint
+    from mtl.pipeline.train.learners import load_learner
+
+    ckpt = load_checkpoint(path)
+    loaded = load_learner(ckpt)
+    device = resolve_device(device_name)
+    producer = {"data": ckpt.meta["config"].get("data"), "splits": ckpt.meta["splits"], "source": str(ckpt.path),
+                "input": InputSpec.from_dict(ckpt.meta["input"]) if ckpt.meta.get("input") else None,
+                "regression": loaded.learner.head.regression, "learner": loaded.learner, "device": device}
+    learner, method = loaded.learner, cfg.method
+    if method == "finetune":
+        return FinetuneBackend(learner, device), producer, 0
+    if method == "prototype":
+        return TorchBackend(prototype_learner(learner), device, "prototype"), producer, 0
+    name = "prototype" if not learner.head.adapts else "adapt"
+    return TorchBackend(learner, device, name), producer, loaded.steps
+
+
+def regression_scores(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device,
+                      seed: int) -> torch.Tensor:
+    """Mean squared error of each of `cfg.episodes` fresh sine-wave tasks (drawn from `seed`) after `steps` inner
+    steps (MAML §5.1), through the same vmapped task outputs as training."""
+    from mtl.pipeline.meta.batch import batch_outputs, query_metrics
+    from mtl.pipeline.train.tasks import RegressionTasks
+
+    batch = RegressionTasks(cfg.shots, cfg.queries, cfg.episodes, seed, device).sample()
+    p = {n: t.detach() for n, t in learner.to(device).state_params().items()}
+    with torch.no_grad():
+        loss, _ = query_metrics(learner, batch_outputs(learner, p, batch, steps, True), batch.query_labels)
+    return loss.cpu()
+
+
+def prototype_learner(learner: MetaLearner) -> MetaLearner:
+    """The nearest-class-mean classifier on `learner`'s body (its head and step sizes left out)."""
+    spec = dataclasses.replace(learner.spec, head="prototype", head_init="proto", adapt="head", learn_lr=False)
+    proto = MetaLearner(spec)
+    proto.load_state_dict(learner.state_dict(), strict=False)
+    return proto
+
+
+def _bundle_backend(path: str | Path, cfg: EvalConfig) -> tuple[BundleBackend, dict[str, Any], int]:
+    from mtl.device_runtime import Bundle
+
+    if cfg.method not in ("auto", "adapt"):
+        raise ConfigError(f"a bundle adapts as its device does; --method {cfg.method} is for checkpoints")
+    bundle = Bundle.load(path)
+    producer = bundle.manifest["producer"]
+    splits = producer.get("splits") if isinstance(producer.get("splits"), dict) else {}
+    return BundleBackend(bundle), {"data": producer.get("data"), "splits": splits, "input": bundle.input_spec,
+                                   "source": str(path), "regression": False}, bundle.manifest["adapt"]["steps"]
