@@ -121,7 +121,7 @@ def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: i
 def test_class_count(bundle: Path) -> int:
     from mtl.device_runtime import Bundle
 
-    return len(Bundle.load(bundle).manifest["producer"].get("splits", {}).get("test", []))
+    return len(Bundle.load(bundle).manifest.producer.get("splits", {}).get("test", []))
 
 
 def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], ways: tuple[int, ...],

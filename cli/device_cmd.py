@@ -110,7 +110,7 @@ def verify(bundle: BundleArg, key: KeyOpt = None) -> None:
         signature = "signature NOT checked (it carries manifest.sig: pass --key PUBLIC_KEY, with the 'sign' extra)"
     else:
         signature = "not signed"
-    say(f"ok: {bundle} ({loaded.manifest['schema']}, {len(loaded.files)} files verified, "
+    say(f"ok: {bundle} ({loaded.manifest.schema}, {len(loaded.files)} files verified, "
         f"{len(loaded.graphs)} graphs load in onnxruntime); {signature}")
 
 
@@ -128,15 +128,15 @@ def inspect(bundle: BundleArg) -> None:
 def _manifest_table(bundle: Bundle) -> Table:
     m, spec = bundle.manifest, bundle.input_spec
     table = Table("field", "value", title=f"manifest ({bundle.label})", title_justify="left")
-    rows = {"schema": m["schema"],
-            "producer": ", ".join(f"{k} {v}" for k, v in m["producer"].items()),
+    rows = {"schema": m.schema,
+            "producer": ", ".join(f"{k} {v}" for k, v in m.producer.items() if k != "splits"),
             "input": f"{spec.size}×{spec.size}, {spec.channels} channel(s), mean {list(spec.mean)}, std "
                      f"{list(spec.std)}, invert {spec.invert}, resize {spec.resize}",
-            "feature_dim": str(m["feature_dim"]),
-            "head": f"{m['head']['type']}, init {m['head']['init']}",
-            "adapt": f"{m['adapt']['steps']} steps, lr {m['adapt']['lr']}, learned_lr {m['adapt']['learned_lr']}",
-            "opset": str(m["opset"]),
-            "init": ", ".join(f"{k} {v}" for k, v in m["init"]["arrays"].items()) or "(none)"}
+            "feature_dim": str(m.feature_dim),
+            "head": f"{m.head_type}, init {m.head_init}",
+            "adapt": f"{m.steps} steps, lr {m.lr}, learned_lr {m.learned_lr}",
+            "opset": str(m.opset),
+            "init": ", ".join(f"{k} {v}" for k, v in m.init_arrays.items()) or "(none)"}
     for key, value in rows.items():
         table.add_row(key, _cell(value))
     return table
@@ -145,18 +145,18 @@ def _manifest_table(bundle: Bundle) -> Table:
 def _files_table(bundle: Bundle) -> Table:
     table = Table("file", "bytes", "sha256", title="files", title_justify="left")
     for name, data in bundle.files.items():
-        table.add_row(name, f"{len(data):,}", bundle.manifest["files"][name][:16] + "…")
+        table.add_row(name, f"{len(data):,}", bundle.manifest.files[name][:16] + "…")
     return table
 
 
 def _graphs_table(bundle: Bundle) -> Table:
     table = Table("graph", "inputs", "outputs", "operators", title="graphs", title_justify="left")
     for name, info in bundle.graphs.items():
-        spec = bundle.manifest["graphs"][name]
-        io = ["\n".join(f"{t['name']} {t['dtype']} [{', '.join(map(str, t['shape']))}]" for t in spec[side])
+        spec = bundle.manifest.graphs[name]
+        io = ["\n".join(f"{t.name} {t.dtype} [{', '.join(map(str, t.shape))}]" for t in getattr(spec, side))
               for side in ("inputs", "outputs")]
         ops = ", ".join(f"{op}×{n}" if n > 1 else op for op, n in sorted(info.op_types.items()))
-        table.add_row(f"{name}\n({_cell(spec['file'])})", *map(_cell, io), _cell(ops))
+        table.add_row(f"{name}\n({_cell(spec.file)})", *map(_cell, io), _cell(ops))
     return table
 
 

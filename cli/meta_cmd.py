@@ -13,9 +13,9 @@ from rich.console import Console
 from mtl.cli.errors import handle_errors
 from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
 from mtl.cli.progress import progress_bars
-from mtl.cli.train_cmd import BackboneChoice, HeadChoice
+from mtl.cli.train_cmd import BackboneOpt, HeadChoice
 from mtl.device_runtime.errors import ConfigError
-from mtl.device_runtime.manifest import HEAD_INITS
+from mtl.device_runtime.schema import HEAD_INITS
 from mtl.pipeline.algorithms import algorithm_names
 
 console = Console()
@@ -49,7 +49,7 @@ def meta_train(
     data: DataOpt = None,
     algorithm: Annotated[AlgorithmChoice | None, typer.Option(help="Meta-learning method.")] = None,
     init: Annotated[Path | None, typer.Option(help="Pretrained checkpoint (`mtl pretrain`) to start from.")] = None,
-    backbone: Annotated[BackboneChoice | None, typer.Option(help="Feature extractor.")] = None,
+    backbone: BackboneOpt = None,
     head: Annotated[HeadChoice | None, typer.Option(help="Classifier head.")] = None,
     head_init: Annotated[HeadInitChoice | None, typer.Option(help="Per-task head initialisation.")] = None,
     adapt: Annotated[AdaptChoice | None, typer.Option(help="What the inner loop adapts.")] = None,
@@ -91,7 +91,7 @@ def meta_train(
 
     cfg = resolve_config(
         MetaTrainConfig, config, data=data, algorithm=enum_value(algorithm), init=None if init is None else str(init),
-        backbone=enum_value(backbone), head=enum_value(head), head_init=enum_value(head_init),
+        backbone=backbone, head=enum_value(head), head_init=enum_value(head_init),
         adapt=enum_value(adapt), ways=ways, shots=shots, queries=queries, meta_batch=meta_batch,
         inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations,
         first_order=first_order, compile=compile, chunk=chunk, options=parse_options(option),

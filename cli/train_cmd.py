@@ -11,16 +11,14 @@ from rich.console import Console
 from mtl.cli.errors import handle_errors
 from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
 from mtl.cli.progress import progress_bars
-from mtl.device_runtime.manifest import HEAD_TYPES
+from mtl.device_runtime.schema import HEAD_TYPES
 
 console = Console()
 
 
-class BackboneChoice(StrEnum):
-    conv4 = "conv4"
-    resnet12 = "resnet12"
-    resnet18 = "resnet18"
-    mobilenet_v3_small = "mobilenet_v3_small"
+BackboneOpt = Annotated[str | None, typer.Option(
+    "--backbone", help="Feature extractor: a registered backbone (conv4, resnet12, resnet18, mobilenet_v3_small, …; "
+                       "an unknown name lists them all).")]
 
 
 HeadChoice = StrEnum("HeadChoice", [(kind, kind) for kind in HEAD_TYPES])  # the heads a bundle can carry
@@ -29,7 +27,7 @@ HeadChoice = StrEnum("HeadChoice", [(kind, kind) for kind in HEAD_TYPES])  # the
 @handle_errors
 def pretrain(
     data: DataOpt = None,
-    backbone: Annotated[BackboneChoice | None, typer.Option(help="Feature extractor.")] = None,
+    backbone: BackboneOpt = None,
     head: Annotated[HeadChoice | None, typer.Option(help="Classifier head.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training classes.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
@@ -52,7 +50,7 @@ def pretrain(
     from mtl.pipeline.train.pretrain import PretrainConfig
     from mtl.pipeline.train.pretrain import pretrain as run_pretrain
 
-    cfg = resolve_config(PretrainConfig, config, data=data, backbone=enum_value(backbone), head=enum_value(head),
+    cfg = resolve_config(PretrainConfig, config, data=data, backbone=backbone, head=enum_value(head),
                          epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
                          rotations=rotations, augment=augment, seed=seed, out=None if out is None else str(out),
                          device=enum_value(device), resume=resume or None,

@@ -1,7 +1,7 @@
 """`Adapter`: learn new classes on a device from a few labelled images with the bundle's exported step.
 
 Support images are embedded once (`add_examples`); `adapt` initialises the head for however many
-classes there are (the manifest's `head.init` rule) and runs `adapt_step.onnx` k times on the
+classes there are (`init_head.onnx`, the training head's own rule) and runs `adapt_step.onnx` k times on the
 features only — the first-order inner loop the model was meta-trained with.
 
 A bundle whose extractor normalises with batch statistics (MAML-style transductive BatchNorm,
@@ -21,7 +21,7 @@ import numpy as np
 
 from mtl.device_runtime.bundle import Bundle
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError
-from mtl.device_runtime.manifest import LIMITS
+from mtl.device_runtime.schema import LIMITS
 
 MAX_STEPS = int(LIMITS["adapt.steps"][1])
 
@@ -47,29 +47,14 @@ class AdaptResult:
         return {**asdict(self), "classes": list(self.classes), "losses": list(self.losses)}
 
 
-def init_head(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The head for n classes from support features (M, D) by the manifest's rule → W (N, D), b (N,)."""
-    rule, dim = bundle.manifest["head"]["init"], bundle.feature_dim
-    if rule == "learned":
-        weight = np.tile(bundle.init["head_weight"].reshape(1, dim), (n, 1))
-        return weight, np.full(n, bundle.init["head_bias"].item(), dtype=np.float32)
-    if rule == "zero":
-        return np.zeros((n, dim), np.float32), np.zeros(n, np.float32)
-    with np.errstate(all="ignore"):  # huge features overflow here; `adapt` reports a non-finite head in one line
-        means = np.stack([features[labels == c].mean(axis=0) for c in range(n)]).astype(np.float32)  # (N, D)
-        if bundle.manifest["head"]["type"] == "cosine":
-            return means, np.zeros(n, np.float32)
-        return 2.0 * means, -(means * means).sum(axis=1)
-
-
 def default_lr(bundle: Bundle) -> float:
     """The step size a bundle adapts with by default: its own, or 1 × its meta-learned step sizes."""
-    return 1.0 if bundle.manifest["adapt"]["learned_lr"] else float(bundle.manifest["adapt"]["lr"])
+    return 1.0 if bundle.manifest.learned_lr else bundle.manifest.lr
 
 
 def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
     """Step sizes fed to the graph: W (1, D) and b (1,); meta-learned ones (Meta-SGD) scaled by `lr`."""
-    if bundle.manifest["adapt"]["learned_lr"]:
+    if bundle.manifest.learned_lr:
         init = bundle.init
         with np.errstate(over="ignore"):  # a huge factor gives inf step sizes, and `adapt` rolls back in one line
             return (init["lr_weight"] * np.float32(lr)).astype(np.float32), (init["lr_bias"] * np.float32(lr))
@@ -78,11 +63,11 @@ def step_sizes(bundle: Bundle, lr: float) -> tuple[np.ndarray, np.ndarray]:
 
 def head_trajectory(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n: int, steps: int,
                     lr: float) -> Iterator[tuple[np.ndarray, np.ndarray, float | None]]:
-    """THE device adaptation loop: the head initialised by the manifest's rule, then `steps` runs of
+    """THE device adaptation loop: the head initialised by init_head.onnx (the training rule), then `steps` runs of
     adapt_step.onnx on the support features (M, D) with labels (M,) → (W, b, loss of (W, b)) after 0, 1, …,
     `steps` steps. The loss of the last head is None: it would cost one more run, which only `Adapter.adapt`
     asks for. `Adapter.adapt`, `mtl evaluate BUNDLE` and the device benchmark all adapt through this loop."""
-    weight, bias = init_head(bundle, features, labels, n)
+    weight, bias = bundle.init_head(features, labels, n)
     lr_weight, lr_bias = step_sizes(bundle, lr)
     for _ in range(steps):
         new_weight, new_bias, loss = bundle.adapt_step(weight, bias, features, labels, lr_weight, lr_bias)
@@ -208,7 +193,7 @@ class Adapter:
         return self.bundle.preprocess(images)
 
     def _options(self, steps: int | None, lr: float | None) -> tuple[int, float]:
-        steps = self.bundle.manifest["adapt"]["steps"] if steps is None else steps
+        steps = self.bundle.manifest.steps if steps is None else steps
         lr = default_lr(self.bundle) if lr is None else lr
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
             raise ConfigError(f"steps must be an integer from 0 to {MAX_STEPS}, got {steps!r:.40}")

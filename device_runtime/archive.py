@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 from mtl.device_runtime.errors import BundleError
 from mtl.device_runtime.files import open_regular, read_regular
-from mtl.device_runtime.manifest import MANIFEST, check_member_name
+from mtl.device_runtime.manifest import check_member_name
+from mtl.device_runtime.schema import MANIFEST
 from mtl.device_runtime.signing import SIGNATURE
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few kB

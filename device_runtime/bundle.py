@@ -1,4 +1,4 @@
-"""`Bundle`: a verified deploy bundle (docs/bundle.md) and its three onnxruntime sessions.
+"""`Bundle`: a verified deploy bundle (docs/bundle.md) and its onnxruntime sessions, one per graph.
 
 Loading checks, in this order and before any graph reaches onnxruntime: the archive itself (zip
 members safe), the manifest schema, the sha256 of every file, each graph's inputs and outputs
@@ -19,12 +19,12 @@ import onnxruntime as ort
 from mtl.device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
 from mtl.device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError
-from mtl.device_runtime.manifest import MANIFEST, STANDARD_DOMAINS, input_spec, parse_manifest
+from mtl.device_runtime.manifest import Manifest
 from mtl.device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
 from mtl.device_runtime.preprocess import ImageSource, preprocess
+from mtl.device_runtime.schema import GRAPH_NAMES, MANIFEST, STANDARD_DOMAINS
 from mtl.device_runtime.signing import SIGNATURE, verify_manifest
 
-GRAPH_NAMES = ("embed", "adapt_step", "predict")
 # Images per embed.onnx run. On one CPU thread a Conv-4 (28²) or ResNet-12 (84²) extractor runs just as
 # fast per image at 8 as at 64 (within 3 %; benchmarks/device_adapt.py), while onnxruntime's arena keeps
 # the largest batch's activations: the peak RSS of embedding 64 ResNet-12 images was 692 MB at 64,
@@ -41,9 +41,9 @@ class Bundle:
         if intra_op_num_threads < 1:
             raise ConfigError(f"intra_op_num_threads must be ≥ 1, got {intra_op_num_threads}")
         self.label = label
-        self.manifest = parse_manifest(manifest_bytes)
-        self.input_spec = input_spec(self.manifest)
-        self.feature_dim: int = self.manifest["feature_dim"]
+        self.manifest = Manifest.parse(manifest_bytes)
+        self.input_spec = self.manifest.input
+        self.feature_dim: int = self.manifest.feature_dim
         self._manifest_bytes, self.files, self.signature = manifest_bytes, files, signature
         _check_digests(self.manifest, files)
         self.graphs = {name: _graph_info(self.manifest, name, files) for name in GRAPH_NAMES}
@@ -70,7 +70,7 @@ class Bundle:
             signature = source.read_optional(SIGNATURE)
             if key is not None:  # first: an unsigned or forged manifest is not even parsed
                 verify_manifest(manifest_bytes, signature, key, source.label)
-            listed = parse_manifest(manifest_bytes)["files"]
+            listed = Manifest.parse(manifest_bytes).files
             source.check_listed(set(listed))
             files = {name: source.read(name) for name in sorted(listed)}
         finally:
@@ -81,10 +81,10 @@ class Bundle:
     def batch_statistics(self) -> bool:
         """True when `embed.onnx` normalises with the statistics of the batch it is given (MAML-style
         transductive BatchNorm): a support set is embedded as one batch, and queries are scored together."""
-        return bool(self.manifest.get("batch_statistics", False))
+        return self.manifest.batch_statistics
 
     def graph_file(self, name: str) -> str:
-        return self.manifest["graphs"][name]["file"]
+        return self.manifest.graphs[name].file
 
     def preprocess(self, sources: Sequence[ImageSource]) -> np.ndarray:
         """Paths, encoded bytes, Pillow images or uint8 (H, W[, C]) arrays → float32 (B, C, H, W),
@@ -97,7 +97,7 @@ class Bundle:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
         images, dim = self.check_images(images), self.feature_dim
-        name = self.manifest["graphs"]["embed"]["inputs"][0]["name"]
+        name = self.manifest.graphs["embed"].inputs[0].name
         batch_size = max(len(images), 1) if self.batch_statistics else batch_size
         parts = [self._run("embed", {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
         features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
@@ -114,6 +114,17 @@ class Bundle:
         if not np.issubdtype(images.dtype, np.floating):
             raise DataError(f"embed expects normalised float images (see Bundle.preprocess), got {images.dtype}")
         return images.astype(np.float32, copy=False)
+
+    def init_head(self, features: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The head of an n-class task from its support features (M, D) and labels (M,) in 0..n-1, by the
+        bundle's own rule (init_head.onnx, traced from the training head): W (N, D), b (N,)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        onehot = np.zeros((len(labels), n), np.float32)
+        onehot[np.arange(len(labels)), labels] = 1.0
+        weight, bias = self._run("init_head", {"features": features, "onehot": onehot}, ["weight", "bias"])
+        self._check_output("init_head", weight, (n, self.feature_dim))
+        self._check_output("init_head", bias, (n,))
+        return weight.astype(np.float32, copy=False), bias.astype(np.float32, copy=False)
 
     def adapt_step(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
                    lr_weight: np.ndarray, lr_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -164,48 +175,47 @@ class Bundle:
             raise BundleError(f"{self.graph_file(graph)}: output has shape {tuple(array.shape)}, expected {shape}")
 
 
-def _check_digests(manifest: dict, files: dict[str, bytes]) -> None:
-    for name, expected in manifest["files"].items():
+def _check_digests(manifest: Manifest, files: dict[str, bytes]) -> None:
+    for name, expected in manifest.files.items():
         actual = hashlib.sha256(files[name]).hexdigest()
         if actual != expected:
             raise BundleError(f"{name}: sha256 {actual} does not match manifest.json ({expected}); "
                               "the file is corrupt or was changed")
 
 
-def _graph_info(manifest: dict, name: str, files: dict[str, bytes]) -> GraphInfo:
+def _graph_info(manifest: Manifest, name: str, files: dict[str, bytes]) -> GraphInfo:
     """Parse the graph's protobuf (no onnxruntime) and check its interface against the manifest."""
-    spec = manifest["graphs"][name]
+    spec = manifest.graphs[name]
     try:
-        info = read_graph_info(files[spec["file"]])
+        info = read_graph_info(files[spec.file])
     except ProtoError as exc:
-        raise BundleError(f"{spec['file']}: not an ONNX model ({exc})") from None
+        raise BundleError(f"{spec.file}: not an ONNX model ({exc})") from None
     if info.external:  # onnxruntime would read it from a path relative to the working directory: no hash covers it
-        raise BundleError(f"{spec['file']}: tensor {info.external[0]!r} keeps its data outside the file (ONNX "
+        raise BundleError(f"{spec.file}: tensor {info.external[0]!r} keeps its data outside the file (ONNX "
                           "external data); a bundle must be self-contained")
     foreign = sorted(info.domains - STANDARD_DOMAINS)
     if foreign:
-        raise BundleError(f"{spec['file']}: uses operators of the non-standard domain(s) {', '.join(foreign)}; "
+        raise BundleError(f"{spec.file}: uses operators of the non-standard domain(s) {', '.join(foreign)}; "
                           f"a bundle holds standard ONNX only")
     for side, actual in (("inputs", info.inputs), ("outputs", info.outputs)):
-        declared = {entry["name"]: entry for entry in spec[side]}
+        declared = {t.name: t for t in getattr(spec, side)}
         found = {value.name: value for value in actual}
         if set(found) != set(declared):
-            raise BundleError(f"{spec['file']}: graph {side} {sorted(found)} do not match manifest.json "
+            raise BundleError(f"{spec.file}: graph {side} {sorted(found)} do not match manifest.json "
                               f"graphs.{name}.{side} {sorted(declared)}")
         for key, value in found.items():
             want = declared[key]
-            if value.dtype is not None and value.dtype != want["dtype"]:
-                raise BundleError(f"{spec['file']}: {side[:-1]} {key!r} is {value.dtype}, manifest.json says "
-                                  f"{want['dtype']}")
-            if value.shape is not None and len(value.shape) != len(want["shape"]):
-                raise BundleError(f"{spec['file']}: {side[:-1]} {key!r} has rank {len(value.shape)}, manifest.json "
-                                  f"says shape {want['shape']}")
+            if value.dtype is not None and value.dtype != want.dtype:
+                raise BundleError(f"{spec.file}: {side[:-1]} {key!r} is {value.dtype}, manifest.json says {want.dtype}")
+            if value.shape is not None and len(value.shape) != len(want.shape):
+                raise BundleError(f"{spec.file}: {side[:-1]} {key!r} has rank {len(value.shape)}, manifest.json "
+                                  f"says shape {list(want.shape)}")
     return info
 
 
-def _load_init(manifest: dict, files: dict[str, bytes]) -> dict[str, np.ndarray]:
+def _load_init(manifest: Manifest, files: dict[str, bytes]) -> dict[str, np.ndarray]:
     """`init.npz` (no pickles) → float32 arrays, exactly those of `init.arrays`, finite, with their shapes."""
-    file, declared = manifest["init"]["file"], manifest["init"]["arrays"]
+    file, declared = manifest.init_file, manifest.init_arrays
     try:
         with np.load(io.BytesIO(files[file]), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

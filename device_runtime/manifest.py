@@ -1,50 +1,141 @@
-"""The bundle manifest (`manifest.json`, schema `mtl-bundle/1`, see docs/bundle.md): parsing and checks.
+"""The bundle manifest (`manifest.json`, see docs/bundle.md) as a checked dataclass: `Manifest.parse` and
+`Manifest.to_json`, the one reader and the one writer (the exporter builds a `Manifest` and writes it).
 
-Every check names the key at fault, so a broken export says exactly what to fix. The graph
-interfaces of `adapt_step` and `predict` are fixed by the schema; `embed` has one input and one output.
-Every number has a range (`LIMITS`): a bundle comes from anywhere, and a value that passes here must not
-crash, exhaust memory or run forever later (an input size of 10**20, 10**9 adaptation steps).
+Every check names the key at fault, so a broken export says exactly what to fix. The graph interfaces are
+fixed by the schema (`schema.graph_io`); every number has a range (`schema.LIMITS`): a bundle comes from
+anywhere, and a value that passes here must not crash, exhaust memory or run forever later.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from mtl.device_runtime import jsonio
 from mtl.device_runtime.errors import BundleError, ConfigError
 from mtl.device_runtime.preprocess import InputSpec
+from mtl.device_runtime.schema import (
+    DTYPES,
+    GRAPH_NAMES,
+    HEAD_INITS,
+    HEAD_TYPES,
+    LIMITS,
+    MANIFEST,
+    MAX_FILES,
+    MAX_NAME,
+    SCHEMA,
+    STANDARD_DOMAINS,
+    TensorSpec,
+    graph_io,
+    init_arrays,
+)
 
-SCHEMA = "mtl-bundle/1"
-MANIFEST = "manifest.json"
-HEAD_TYPES = ("linear", "cosine")
-HEAD_INITS = ("learned", "proto", "zero")
-# The operator domains a bundle's graphs may use: standard ONNX (and ONNX-ML), which stock onnxruntime runs
-STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
-DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
-GRAPH_IO = {  # graph → (input names, output names); None: any single name
-    "embed": (None, None),
-    "adapt_step": (("weight", "bias", "features", "labels", "lr_weight", "lr_bias"),
-                   ("new_weight", "new_bias", "loss")),
-    "predict": (("weight", "bias", "features"), ("probabilities",)),
-}
-# (lowest, highest) allowed value of each number, by its dotted key
-LIMITS: dict[str, tuple[float, float]] = {
-    "input.size": (8, 1024),  # pixels a side: a 1024² RGB float batch of 8 is already 100 MB
-    "input.mean": (-100.0, 100.0),
-    "input.std": (1e-4, 1e4),
-    "feature_dim": (1, 1 << 16),
-    "adapt.steps": (0, 1000),
-    "adapt.lr": (1e-12, 1e3),
-    "opset": (7, 30),
-    "shape dimension": (0, 1 << 20),
-}
-MAX_FILES = 16  # a bundle holds 4 files
-MAX_NAME = 255
+__all__ = ["HEAD_INITS", "HEAD_TYPES", "LIMITS", "MANIFEST", "SCHEMA", "STANDARD_DOMAINS", "Manifest",
+           "check_member_name", "in_range"]
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KINDS = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
           "dict": "an object", "list": "a list"}
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One graph of the bundle: its file and its interface (always the schema's)."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked manifest. `head` and `adapt` say how the device learns: the head type and its initialisation
+    rule (informative: init_head.onnx implements it), the default number of steps and step size, and whether
+    `init.npz` holds meta-learned step sizes. `files` maps every other file to its sha256."""
+
+    producer: dict[str, Any]
+    input: InputSpec
+    feature_dim: int
+    head_type: str
+    head_init: str
+    steps: int
+    lr: float
+    learned_lr: bool
+    opset: int
+    graphs: dict[str, Graph]
+    init_file: str
+    init_arrays: dict[str, list[int]]
+    files: dict[str, str] = field(default_factory=dict)
+    batch_statistics: bool = False
+    quantization: dict[str, Any] | None = None
+    schema: str = SCHEMA
+
+    @classmethod
+    def parse(cls, data: bytes) -> Manifest:
+        """`manifest.json` bytes → the checked `Manifest` (or `BundleError` naming what is wrong)."""
+        m = jsonio.loads(data, MANIFEST, BundleError)
+        if not isinstance(m, dict):
+            raise BundleError(f"{MANIFEST} must hold a JSON object, got {type(m).__name__}")
+        return cls.from_dict(m)
+
+    @classmethod
+    def from_dict(cls, m: dict) -> Manifest:
+        schema = need(m, "schema", "str", "")
+        if schema == "mtl-bundle/1":
+            raise BundleError(f"{MANIFEST}: schema mtl-bundle/1 was written by an earlier mtl (no init_head graph); "
+                              "export the checkpoint again")
+        if schema != SCHEMA:
+            raise BundleError(f"{MANIFEST}: unsupported schema {schema!r:.80}; this runtime reads {SCHEMA!r}")
+        producer = need(m, "producer", "dict", "")
+        spec = _input_spec(m)
+        dim = in_range(need(m, "feature_dim", "int", ""), "feature_dim")
+        head, adapt = need(m, "head", "dict", ""), need(m, "adapt", "dict", "")
+        learned_lr = need(adapt, "learned_lr", "bool", "adapt")
+        init = need(m, "init", "dict", "")
+        manifest = cls(
+            producer=producer, input=spec, feature_dim=dim, head_type=_choice(head, "type", HEAD_TYPES, "head"),
+            head_init=_choice(head, "init", HEAD_INITS, "head"),
+            steps=in_range(need(adapt, "steps", "int", "adapt"), "adapt.steps"),
+            lr=float(in_range(need(adapt, "lr", "number", "adapt"), "adapt.lr")), learned_lr=learned_lr,
+            opset=in_range(need(m, "opset", "int", ""), "opset"), graphs=_graphs(m, spec, dim),
+            init_file=_member(need(init, "file", "str", "init"), "init.file"),
+            init_arrays=_init_arrays(init, init_arrays(dim, learned_lr)), files=_files(m),
+            batch_statistics=need(m, "batch_statistics", "bool", "") if "batch_statistics" in m else False,
+            # informative: how embed.onnx was quantized and how close it stayed
+            quantization=need(m, "quantization", "dict", "") if "quantization" in m else None)
+        missing = [f for f in [g.file for g in manifest.graphs.values()] + [manifest.init_file]
+                   if f not in manifest.files]
+        if missing:
+            raise BundleError(f"{MANIFEST}: files has no sha256 for {missing[0]!r}")
+        return manifest
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": self.schema, "producer": self.producer, "input": self.input.to_dict(),
+            "feature_dim": self.feature_dim, "head": {"type": self.head_type, "init": self.head_init},
+            "adapt": {"steps": self.steps, "lr": self.lr, "learned_lr": self.learned_lr},
+            "batch_statistics": self.batch_statistics, "opset": self.opset,
+            "graphs": {name: graph.to_dict() for name, graph in self.graphs.items()},
+            "init": {"file": self.init_file, "arrays": self.init_arrays}, "files": self.files}
+        if self.quantization is not None:
+            out["quantization"] = self.quantization
+        return out
+
+    def to_json(self) -> bytes:
+        """The manifest's bytes (what a signature signs); `Manifest.parse(m.to_json()) == m`."""
+        return (jsonio.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8")
+
+    @staticmethod
+    def graphs_for(spec: InputSpec, dim: int) -> dict[str, Graph]:
+        """Every graph as the schema defines it, in `<name>.onnx`."""
+        return {name: Graph(f"{name}.onnx", io.inputs, io.outputs)
+                for name, io in graph_io(spec.channels, spec.size, dim).items()}
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -83,40 +174,12 @@ def check_member_name(name: str, where: str) -> None:
         raise BundleError(f"{where}: unsafe file name {name!r:.80} (absolute, '..' or not a plain relative path)")
 
 
-def parse_manifest(data: bytes) -> dict:
-    """`manifest.json` bytes → the checked manifest dict."""
-    manifest = jsonio.loads(data, MANIFEST, BundleError)
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{MANIFEST} must hold a JSON object, got {type(manifest).__name__}")
-    check_manifest(manifest)
-    return manifest
+def _member(name: str, key: str) -> str:
+    check_member_name(name, f"{MANIFEST}: {key}")
+    return name
 
 
-def check_manifest(m: dict) -> None:
-    schema = need(m, "schema", "str", "")
-    if schema != SCHEMA:
-        raise BundleError(f"{MANIFEST}: unsupported schema {schema!r:.80}; this runtime reads {SCHEMA!r}")
-    need(m, "producer", "dict", "")
-    input_spec(m)
-    in_range(need(m, "feature_dim", "int", ""), "feature_dim")
-    head = need(m, "head", "dict", "")
-    _choice(head, "type", HEAD_TYPES, "head")
-    _choice(head, "init", HEAD_INITS, "head")
-    adapt = need(m, "adapt", "dict", "")
-    in_range(need(adapt, "steps", "int", "adapt"), "adapt.steps")
-    in_range(need(adapt, "lr", "number", "adapt"), "adapt.lr")
-    need(adapt, "learned_lr", "bool", "adapt")
-    if "batch_statistics" in m:
-        need(m, "batch_statistics", "bool", "")
-    if "quantization" in m:  # informative: how embed.onnx was quantized and how close it stayed
-        need(m, "quantization", "dict", "")
-    in_range(need(m, "opset", "int", ""), "opset")
-    _check_graphs(m)
-    _check_init(m)
-    _check_files(m)
-
-
-def input_spec(m: dict) -> InputSpec:
+def _input_spec(m: dict) -> InputSpec:
     """The `input` section as an `InputSpec` (the training preprocessing)."""
     spec = need(m, "input", "dict", "")
     for key, kind in (("size", "int"), ("channels", "int"), ("mean", "list"), ("std", "list"),
@@ -145,64 +208,53 @@ def _choice(obj: dict, key: str, choices: tuple[str, ...], where: str) -> str:
     return value
 
 
-def _check_graphs(m: dict) -> None:
+def _graphs(m: dict, spec: InputSpec, dim: int) -> dict[str, Graph]:
+    """`graphs`: every graph of the schema, each listing exactly the schema's interface for these images and
+    features (so a manifest cannot describe graphs the runtime would feed wrongly)."""
     graphs = need(m, "graphs", "dict", "")
-    unknown = sorted(set(graphs) - set(GRAPH_IO))
+    unknown = sorted(set(graphs) - set(GRAPH_NAMES))
     if unknown:
-        raise BundleError(f"{MANIFEST}: unknown graph(s) {unknown!r:.80} in graphs; {SCHEMA} has {list(GRAPH_IO)}")
-    for name, (inputs, outputs) in GRAPH_IO.items():
+        raise BundleError(f"{MANIFEST}: unknown graph(s) {unknown!r:.80} in graphs; {SCHEMA} has {list(GRAPH_NAMES)}")
+    expected = graph_io(spec.channels, spec.size, dim)
+    out = {}
+    for name in GRAPH_NAMES:
         graph = need(graphs, name, "dict", "graphs")
-        check_member_name(need(graph, "file", "str", f"graphs.{name}"), f"{MANIFEST}: graphs.{name}.file")
-        for side, expected in (("inputs", inputs), ("outputs", outputs)):
-            names = _io_names(graph, side, f"graphs.{name}")
-            if expected is None and len(names) != 1:
-                raise BundleError(f"{MANIFEST}: graphs.{name}.{side} must list exactly one tensor, got {names!r:.80}")
-            if expected is not None and sorted(names) != sorted(expected):
-                raise BundleError(f"{MANIFEST}: graphs.{name}.{side} must be {list(expected)}, got {names!r:.80}")
-    spec, dim = input_spec(m), m["feature_dim"]
-    _check_shape(graphs["embed"]["inputs"][0], ("B", spec.channels, spec.size, spec.size), "graphs.embed.inputs")
-    _check_shape(graphs["embed"]["outputs"][0], ("B", dim), "graphs.embed.outputs")
+        file = _member(need(graph, "file", "str", f"graphs.{name}"), f"graphs.{name}.file")
+        for side in ("inputs", "outputs"):
+            found = _tensors(graph, side, f"graphs.{name}")
+            want = getattr(expected[name], side)
+            if [t.name for t in found] != [t.name for t in want]:
+                raise BundleError(f"{MANIFEST}: graphs.{name}.{side} must be {[t.name for t in want]}, got "
+                                  f"{[t.name for t in found]!r:.80}")
+            for got, wanted in zip(found, want, strict=True):
+                if got != wanted:
+                    raise BundleError(f"{MANIFEST}: graphs.{name}.{side} {got.name!r} must be {list(wanted.shape)} "
+                                      f"{wanted.dtype}, got {list(got.shape)!r:.60} {got.dtype} (input / feature_dim)")
+        out[name] = Graph(file, expected[name].inputs, expected[name].outputs)
+    return out
 
 
-def _io_names(graph: dict, side: str, where: str) -> list[str]:
-    names = []
+def _tensors(graph: dict, side: str, where: str) -> list[TensorSpec]:
+    tensors = []
     for i, entry in enumerate(need(graph, side, "list", where)):
         at = f"{where}.{side}[{i}]"
         if not isinstance(entry, dict):
             raise BundleError(f"{MANIFEST}: {at} must be an object, got {type(entry).__name__}")
-        names.append(need(entry, "name", "str", at))
+        name = need(entry, "name", "str", at)
         shape = need(entry, "shape", "list", at)
         if len(shape) > 8 or not all(_is(d, "int") or (_is(d, "str") and 0 < len(d) <= 64) for d in shape):
             raise BundleError(f"{MANIFEST}: {at}.shape must hold up to 8 integers or axis names, got {shape!r:.60}")
         for d in shape:
             if _is(d, "int"):
                 in_range(d, "shape dimension", shown=f"{at}.shape")
-        if need(entry, "dtype", "str", at) not in DTYPES:
-            raise BundleError(f"{MANIFEST}: {at}.dtype must be one of {', '.join(DTYPES)}, got {entry['dtype']!r:.40}")
-    return names
+        dtype = need(entry, "dtype", "str", at)
+        if dtype not in DTYPES:
+            raise BundleError(f"{MANIFEST}: {at}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r:.40}")
+        tensors.append(TensorSpec(name, tuple(shape), dtype))
+    return tensors
 
 
-def _check_shape(entry: dict, expected: tuple[int | str, ...], where: str) -> None:
-    """Fixed dims must agree with the input spec and feature_dim; named (dynamic) dims agree with anything."""
-    shape = entry["shape"]
-    if len(shape) != len(expected) or any(isinstance(a, int) and isinstance(e, int) and a != e
-                                          for a, e in zip(shape, expected, strict=True)):
-        raise BundleError(f"{MANIFEST}: {where} shape {shape} does not fit {list(expected)} (input / feature_dim)")
-
-
-def expected_arrays(m: dict) -> dict[str, list[int]]:
-    """The arrays `init.npz` must hold for the manifest's head rule and step sizes, with their shapes."""
-    dim, arrays = m["feature_dim"], {}
-    if m["head"]["init"] == "learned":
-        arrays.update(head_weight=[dim], head_bias=[])
-    if m["adapt"]["learned_lr"]:
-        arrays.update(lr_weight=[1, dim], lr_bias=[1])
-    return arrays
-
-
-def _check_init(m: dict) -> None:
-    init = need(m, "init", "dict", "")
-    check_member_name(need(init, "file", "str", "init"), f"{MANIFEST}: init.file")
+def _init_arrays(init: dict, expected: dict[str, list[int]]) -> dict[str, list[int]]:
     arrays = need(init, "arrays", "dict", "init")
     if len(arrays) > MAX_FILES:
         raise BundleError(f"{MANIFEST}: init.arrays lists {len(arrays)} arrays; a bundle has at most {MAX_FILES}")
@@ -211,15 +263,16 @@ def _check_init(m: dict) -> None:
             raise BundleError(f"{MANIFEST}: init.arrays.{name} must be a shape (list of integers), got {shape!r:.60}")
         for d in shape:
             in_range(d, "shape dimension", shown=f"init.arrays.{name}")
-    for name, shape in expected_arrays(m).items():
-        if name not in arrays:
-            raise BundleError(f"{MANIFEST}: missing key 'init.arrays.{name}' (needed by head.init / "
-                              "adapt.learned_lr)")
+    if set(arrays) != set(expected):
+        raise BundleError(f"{MANIFEST}: init.arrays must be {sorted(expected)} (adapt.learned_lr), got "
+                          f"{sorted(arrays)!r:.80}")
+    for name, shape in expected.items():
         if arrays[name] != shape:
             raise BundleError(f"{MANIFEST}: init.arrays.{name} must have shape {shape}, got {arrays[name]}")
+    return {name: list(shape) for name, shape in arrays.items()}
 
 
-def _check_files(m: dict) -> None:
+def _files(m: dict) -> dict[str, str]:
     files = need(m, "files", "dict", "")
     if len(files) > MAX_FILES:
         raise BundleError(f"{MANIFEST}: files lists {len(files)} files; a bundle has at most {MAX_FILES}")
@@ -229,7 +282,5 @@ def _check_files(m: dict) -> None:
             raise BundleError(f"{MANIFEST}: files must not list {MANIFEST} itself")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise BundleError(f"{MANIFEST}: files.{name} must be a lower-case sha256 hex digest, got {digest!r:.70}")
-    needed = [g["file"] for g in m["graphs"].values()] + [m["init"]["file"]]
-    for name in needed:
-        if name not in files:
-            raise BundleError(f"{MANIFEST}: files has no sha256 for {name!r}")
+    return dict(files)
+

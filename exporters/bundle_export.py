@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -21,10 +20,11 @@ import torch
 
 from mtl.device_runtime.archive import zip_bytes
 from mtl.device_runtime.atomic import check_output, replace_dir
-from mtl.device_runtime.manifest import MANIFEST, SCHEMA, STANDARD_DOMAINS
+from mtl.device_runtime.manifest import Manifest
+from mtl.device_runtime.schema import MANIFEST, STANDARD_DOMAINS, GraphIO, init_arrays
 from mtl.device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
 from mtl.exporters.deploy_model import DeployModel, deploy_model
-from mtl.exporters.graphs import GraphSpec, adapt_step_fn, example_inputs, export_graph, graph_specs, predict_fn
+from mtl.exporters.graphs import example_inputs, export_graph, graph_functions, graph_interfaces
 from mtl.exporters.quantize import QUANTIZE_CHOICES, QuantizationReport, quantize_embed
 from mtl.pipeline.atomic import atomic_write_bytes
 from mtl.pipeline.errors import ConfigError, MtlError
@@ -85,7 +85,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     check_output(out, "--out", directory=not single_file, marker=MANIFEST)  # likewise an unwritable --out
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
-    specs = graph_specs(dm)
+    specs = graph_interfaces(dm)
     torch.manual_seed(0)
     models = _export_all(dm, specs, opset)
     report = ExportReport(str(out))
@@ -100,13 +100,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
         report.ops["embed"] = _check_graph("embed", models["embed"])
     files = {f"{n}.onnx": m.SerializeToString() for n, m in models.items()}
     files["init.npz"] = _npz(dm.init_arrays())
-    manifest = _manifest(dm, specs, files, opset, hashlib.sha256(Path(ckpt.path).read_bytes()).hexdigest())
-    splits = {part: list(ckpt.meta["splits"].get(part, [])) for part in ("train", "val", "test")}
-    manifest["producer"].update(data=ckpt.meta["config"]["data"], splits=splits)  # the held-out rule needs all
-    if report.quantization is not None:
-        manifest["quantization"] = report.quantization.to_manifest(
-            data if isinstance(calibration, str | None) else "<arrays>")
-    files = {"manifest.json": json.dumps(manifest, indent=2).encode(), **files}
+    quantization = None if report.quantization is None else report.quantization.to_manifest(
+        data if isinstance(calibration, str | None) else "<arrays>")
+    manifest = _manifest(dm, ckpt, files, opset, quantization)
+    files = {MANIFEST: manifest.to_json(), **files}
     if sign is not None:
         files[SIGNATURE] = sign_manifest(files["manifest.json"], sign)
     report.path = str(_write(Path(out), files, single_file))
@@ -114,17 +111,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     return report
 
 
-def _export_all(dm: DeployModel, specs: dict[str, GraphSpec], opset: int) -> dict[str, onnx.ModelProto]:
+def _export_all(dm: DeployModel, specs: dict[str, GraphIO], opset: int) -> dict[str, onnx.ModelProto]:
     body = dm.body.eval()
     for p in body.parameters():
         p.requires_grad_(False)
-    return {
-        "embed": export_graph(body, specs["embed"], example_inputs(specs["embed"], TRACE_SIZES), opset, False),
-        "adapt_step": export_graph(adapt_step_fn(dm), specs["adapt_step"],
-                                   example_inputs(specs["adapt_step"], TRACE_SIZES), opset, True),
-        "predict": export_graph(predict_fn(dm), specs["predict"], example_inputs(specs["predict"], TRACE_SIZES),
-                                opset, True),
-    }
+    return {name: export_graph(fn, specs[name], example_inputs(specs[name], TRACE_SIZES), opset, trace)
+            for name, (fn, trace) in graph_functions(dm).items()}
 
 
 def _check_graph(name: str, model: onnx.ModelProto) -> list[str]:
@@ -140,23 +132,23 @@ def _check_graph(name: str, model: onnx.ModelProto) -> list[str]:
     return sorted({n.op_type for n in model.graph.node})
 
 
-def _check_parity(dm: DeployModel, specs: dict[str, GraphSpec], models: dict[str, onnx.ModelProto],
+def _check_parity(dm: DeployModel, specs: dict[str, GraphIO], models: dict[str, onnx.ModelProto],
                   tolerance: float) -> dict[str, float]:
     """Run every graph in onnxruntime and in PyTorch on a second input shape; one error lists all misses.
 
     Returns each output's max |onnx − torch| relative to the output's scale, max(1, max |torch|): float32
     rounding differs in proportion to the magnitudes involved, so that is the figure a tolerance applies to."""
-    torch_fns = {"embed": dm.body, "adapt_step": adapt_step_fn(dm), "predict": predict_fn(dm)}
+    torch_fns = {name: fn for name, (fn, _) in graph_functions(dm).items()}
     worst, misses = {}, []
     for name, spec in specs.items():
         args = example_inputs(spec, CHECK_SIZES, seed=1)
         session = ort.InferenceSession(models[name].SerializeToString(), providers=["CPUExecutionProvider"])
-        got = session.run(None, {n: a.numpy() for (n, _, _), a in zip(spec.inputs, args, strict=True)})
+        got = session.run(None, {t.name: a.numpy() for t, a in zip(spec.inputs, args, strict=True)})
         with torch.no_grad():
             want = torch_fns[name](*args)
         want = want if isinstance(want, tuple) else (want,)
-        for (out_name, _, _), g, w in zip(spec.outputs, got, want, strict=True):
-            w = w.detach().numpy()
+        for out, g, w in zip(spec.outputs, got, want, strict=True):
+            out_name, w = out.name, w.detach().numpy()
             scale = max(1.0, float(np.abs(w).max())) if w.size else 1.0
             diff = float(np.abs(g - w).max()) / scale if g.size else 0.0
             worst[f"{name}.{out_name}"] = diff
@@ -173,23 +165,22 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _manifest(dm: DeployModel, specs: dict[str, GraphSpec], files: dict[str, bytes], opset: int,
-              checkpoint_sha: str) -> dict:
-    arrays = dm.init_arrays()
-    return {
-        "schema": SCHEMA,
-        "producer": {"mtl": version("mtl"), "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
-                     "algorithm": dm.algorithm, "checkpoint_sha256": checkpoint_sha},
-        "input": dm.input_spec.to_dict(),
-        "feature_dim": dm.feature_dim,
-        "head": {"type": dm.learner.spec.head, "init": dm.learner.spec.head_init},
-        "adapt": {"steps": dm.steps, "lr": dm.lr, "learned_lr": bool(dm.learner.spec.learn_lr)},
-        "batch_statistics": dm.batch_statistics,
-        "opset": opset,
-        "graphs": {name: spec.to_manifest() for name, spec in specs.items()},
-        "init": {"file": "init.npz", "arrays": {k: list(np.shape(v)) for k, v in arrays.items()}},
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-    }
+def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset: int,
+              quantization: dict | None) -> Manifest:
+    """What the bundle is, with the sha256 of every file, and what made it: versions, the algorithm, the
+    checkpoint's sha256, its data and its whole class split (the held-out rule of `mtl evaluate BUNDLE`)."""
+    learned_lr = bool(dm.learner.spec.learn_lr)
+    checkpoint_sha = hashlib.sha256(Path(ckpt.path).read_bytes()).hexdigest()
+    producer = {"mtl": version("mtl"), "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+                "algorithm": dm.algorithm, "checkpoint_sha256": checkpoint_sha, "data": ckpt.meta["config"]["data"],
+                "splits": {part: list(ckpt.meta["splits"].get(part, [])) for part in ("train", "val", "test")}}
+    return Manifest(producer=producer, input=dm.input_spec, feature_dim=dm.feature_dim,
+                    head_type=dm.learner.spec.head, head_init=dm.learner.spec.head_init, steps=dm.steps,
+                    lr=dm.lr, learned_lr=learned_lr, opset=opset, graphs=Manifest.graphs_for(dm.input_spec,
+                                                                                          dm.feature_dim),
+                    init_file="init.npz", init_arrays=init_arrays(dm.feature_dim, learned_lr),
+                    files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                    batch_statistics=dm.batch_statistics, quantization=quantization)
 
 
 def _bundle_path(out: Path, single_file: bool) -> Path:

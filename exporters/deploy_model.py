@@ -40,16 +40,12 @@ class DeployModel:
         return int(self.learner.feature_dim)
 
     def init_arrays(self) -> dict[str, np.ndarray]:
-        """init.npz content: the learned head initialisation and learned step sizes, float32."""
-        arrays: dict[str, np.ndarray] = {}
+        """init.npz content: the meta-learned step sizes (Meta-SGD), float32; a learned head initialisation is
+        inside init_head.onnx."""
+        if not self.learner.spec.learn_lr:
+            return {}
         state = {n: t.detach().float().cpu().numpy() for n, t in self.learner.named_parameters()}
-        if self.learner.spec.head_init == "learned":
-            arrays["head_weight"] = state["head.init_weight"]
-            arrays["head_bias"] = state["head.init_bias"]
-        if self.learner.spec.learn_lr:
-            arrays["lr_weight"] = state["inner_lrs.head__weight"]
-            arrays["lr_bias"] = state["inner_lrs.head__bias"]
-        return arrays
+        return {"lr_weight": state["inner_lrs.head__weight"], "lr_bias": state["inner_lrs.head__bias"]}
 
 
 def deploy_model(ckpt: Checkpoint, adapt: str | None = None) -> DeployModel:

@@ -17,19 +17,18 @@ from mtl.pipeline.data.omniglot import load_omniglot
 from mtl.pipeline.data.synthetic import SYNTHETIC_CLASSES, load_synthetic
 from mtl.pipeline.errors import ConfigError
 
-# scheme → how to write it; the order is the order error messages list them in.
-SCHEMES: dict[str, str] = {
-    "omniglot": "omniglot:PATH",
-    "folder": "folder:PATH",
-    "synthetic": "synthetic[:N_CLASSES]",
-    "cifar-fs": "cifar-fs:PATH",
-    "fc100": "fc100:PATH",
-    "mini-imagenet": "mini-imagenet:PATH",
-}
 Loader = Callable[..., ClassImages]
-PATH_LOADERS: dict[str, Loader] = {"omniglot": load_omniglot, "folder": load_folder, "cifar-fs": load_cifar_fs,
-                                   "fc100": load_fc100, "mini-imagenet": load_mini_imagenet}
-
+# scheme → (how to write it, the loader of a PATH: `loader(path, image_size=, download=)`); the order is the
+# order error messages list them in. `synthetic` takes a class count, not a path. A new source is one row here.
+SOURCES: dict[str, tuple[str, Loader | None]] = {
+    "omniglot": ("omniglot:PATH", load_omniglot),
+    "folder": ("folder:PATH", load_folder),
+    "synthetic": ("synthetic[:N_CLASSES]", None),
+    "cifar-fs": ("cifar-fs:PATH", load_cifar_fs),
+    "fc100": ("fc100:PATH", load_fc100),
+    "mini-imagenet": ("mini-imagenet:PATH", load_mini_imagenet),
+}
+SCHEMES: dict[str, str] = {scheme: usage for scheme, (usage, _) in SOURCES.items()}
 
 def parse_data_spec(spec: str) -> tuple[str, str]:
     """`"scheme:argument"` → (scheme, argument); `ConfigError` for an unknown scheme or a missing path."""
@@ -78,6 +77,6 @@ def load_data(spec: str, *, image_size: int | None = None, download: bool = Fals
     if scheme == "synthetic":
         data = load_synthetic(synthetic_classes(argument), image_size=image_size)
     else:
-        data = PATH_LOADERS[scheme](Path(argument).expanduser(), image_size=image_size, download=download)
+        data = SOURCES[scheme][1](Path(argument).expanduser(), image_size=image_size, download=download)
     return dataclasses.replace(data, provenance={"spec": spec, **data.provenance})
 

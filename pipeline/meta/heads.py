@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtl.device_runtime.manifest import HEAD_INITS
+from mtl.device_runtime.schema import HEAD_INITS
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models.heads import COSINE_INIT_SCALE
 
@@ -34,7 +34,11 @@ FAST = ("head.weight", "head.bias")
 
 def class_means(feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Per-class mean of features (M, D) with labels (M,) in 0..N-1, in any order → (N, D)."""
-    onehot = F.one_hot(labels, n_way).to(feats.dtype)  # (M, N)
+    return onehot_means(feats, F.one_hot(labels, n_way).to(feats.dtype))
+
+
+def onehot_means(feats: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Per-class mean of features (M, D) given one-hot labels (M, N) → (N, D)."""
     return (onehot.T @ feats) / onehot.sum(0)[:, None]
 
 
@@ -63,15 +67,22 @@ class TaskHead(nn.Module):
             self.init_weight = nn.Parameter(torch.zeros(dim))
             self.init_bias = nn.Parameter(torch.zeros(()))
 
-    def init(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> Params:
-        """The fast head of an n_way task from its support features (M, D) and labels (M,): `head.weight` (N, D),
-        `head.bias` (N,). `p` holds this module's meta-parameters by their own names."""
+    def init(self, p: Params, feats: torch.Tensor, onehot: torch.Tensor) -> Params:
+        """The fast head of a task from its support features (M, D) and one-hot labels (M, N): `head.weight`
+        (N, D), `head.bias` (N,). `p` holds this module's meta-parameters by their own names. Written on the
+        one-hot labels so that N is a tensor dimension: the exporter traces this very function into
+        init_head.onnx with N dynamic."""
+        n_way = onehot.shape[-1]
         if self.rule == "learned":
             return {"head.weight": p["init_weight"].expand(n_way, self.dim) + 0.0,
                     "head.bias": p["init_bias"].expand(n_way) + 0.0}
         if self.rule == "zero":
             return {"head.weight": feats.new_zeros(n_way, self.dim), "head.bias": feats.new_zeros(n_way)}
-        return self.from_means(class_means(feats, labels, n_way))
+        return self.from_means(onehot_means(feats, onehot))
+
+    def init_from_labels(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> Params:
+        """`init` from class labels (M,) in 0..N-1."""
+        return self.init(p, feats, F.one_hot(labels, n_way).to(feats.dtype))
 
     def from_means(self, means: torch.Tensor) -> Params:
         raise NotImplementedError
@@ -150,8 +161,11 @@ class RegressionTaskHead(TaskHead):
     def __init__(self, dim: int, rule: str) -> None:
         super().__init__(dim, "zero")
 
-    def init(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> Params:
+    def init(self, p: Params, feats: torch.Tensor, onehot: torch.Tensor) -> Params:
         return {}
+
+    def init_from_labels(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> Params:
+        return {}  # the labels are regression targets
 
     def logits(self, p: Params, fast: Params, feats: torch.Tensor) -> torch.Tensor:
         return feats

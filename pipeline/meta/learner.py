@@ -161,7 +161,7 @@ class MetaLearner(nn.Module):
 
     def init_head(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> Params:
         """The fast head of an n_way task (the head's rule) from support features (M, D)."""
-        return self.head.init(self.head_params(p), feats, labels, n_way)
+        return self.head.init_from_labels(self.head_params(p), feats, labels, n_way)
 
     def head_logits(self, p: Params, fast: Params, feats: torch.Tensor) -> torch.Tensor:
         """feats (M, D) → logits (M, N) of the fast head."""

@@ -253,7 +253,7 @@ def _bundle_backend(path: str | Path, cfg: EvalConfig) -> tuple[BundleBackend, d
     if cfg.method not in ("auto", "adapt"):
         raise ConfigError(f"a bundle adapts as its device does; --method {cfg.method} is for checkpoints")
     bundle = Bundle.load(path)
-    producer = bundle.manifest["producer"]
+    producer = bundle.manifest.producer
     splits = producer.get("splits") if isinstance(producer.get("splits"), dict) else {}
     return BundleBackend(bundle), {"data": producer.get("data"), "splits": splits, "input": bundle.input_spec,
-                                   "source": str(path), "regression": False}, bundle.manifest["adapt"]["steps"]
+                                   "source": str(path), "regression": False}, bundle.manifest.steps

@@ -23,6 +23,7 @@ from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.meta.algorithm import Algorithm
 from mtl.pipeline.meta.batch import Hyper
 from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
+from mtl.pipeline.models import BACKBONES
 from mtl.pipeline.train.checkpoint import (
     Checkpoint,
     flatten_optimizer,
@@ -77,6 +78,8 @@ class MetaTrainConfig:
 
     def __post_init__(self) -> None:
         alg = get_algorithm(self.algorithm)
+        if self.data != "sinusoid":
+            BACKBONES.resolve(self.backbone)  # an unknown name lists the registered ones, before any data is read
         parsed = alg.parse_options(self.options)  # typed, with every default: config.json says all of them
         object.__setattr__(self, "options", dataclasses.asdict(parsed))
         if self.adapt not in (None, "head", "all"):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
 from mtl.pipeline.errors import ConfigError
-from mtl.pipeline.models import FewShotModel, ModelSpec, build_model
+from mtl.pipeline.models import BACKBONES, FewShotModel, ModelSpec, build_model
 from mtl.pipeline.train.augment import random_affine
 from mtl.pipeline.train.checkpoint import (
     Checkpoint,
@@ -63,6 +63,7 @@ class PretrainConfig:
     download: bool = False
 
     def __post_init__(self) -> None:
+        BACKBONES.resolve(self.backbone)  # an unknown name lists the registered ones, before any data is read
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch size must be ≥ 1, got {self.epochs} and {self.batch_size}")
         if not (0 < self.lr < math.inf and 0 <= self.momentum < 1 and 0 <= self.weight_decay < math.inf):

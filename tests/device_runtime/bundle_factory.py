@@ -1,7 +1,9 @@
 """Tiny REAL bundles for the device tests, built with the `onnx` package (never torch).
 
-embed: Flatten + MatMul by a fixed random matrix; adapt_step: one exact first-order SGD step of a
-linear softmax-cross-entropy head; predict: softmax(f·Wᵀ + b). N, M and B are dynamic.
+embed: Flatten + MatMul by a fixed random matrix; init_head: the manifest's rule (learned vector, class means,
+zeros) written in ONNX ops; adapt_step: one exact first-order SGD step of a linear softmax-cross-entropy head;
+predict: softmax(f·Wᵀ + b). N, M and B are dynamic. An independent implementation of the schema, so the device
+runtime is tested against something other than the exporter it shares code with.
 """
 
 from __future__ import annotations
@@ -89,16 +91,51 @@ def predict_graph() -> bytes:
     return _model(helper.make_graph(nodes, "predict", inputs, [_io("probabilities", FLOAT, ["B", "N"])]))
 
 
-def init_arrays(head_init: str, learned_lr: bool, seed: int = 1) -> dict[str, np.ndarray]:
+def learned_head(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The shared class vector (D,) and bias () of the `learned` rule, baked into init_head.onnx."""
     rng = np.random.default_rng(seed)
-    arrays = {}
+    return (0.1 * rng.standard_normal(DIM)).astype(np.float32), np.array(0.05, np.float32)
+
+
+def init_arrays(learned_lr: bool, seed: int = 1) -> dict[str, np.ndarray]:
+    """init.npz: meta-learned step sizes, when the bundle has them."""
+    rng = np.random.default_rng(seed + 1)
+    if not learned_lr:
+        return {}
+    return {"lr_weight": rng.uniform(0.2, 0.8, (1, DIM)).astype(np.float32), "lr_bias": np.array([0.3], np.float32)}
+
+
+def init_head_graph(head_type: str = "linear", head_init: str = "learned") -> bytes:
+    """(features (M, D), onehot (M, N)) → (weight (N, D), bias (N,)) by the rule."""
+    mk = helper.make_node
+    nodes = [mk("Shape", ["onehot"], ["n"], start=1, end=2), mk("Concat", ["n", "dim"], ["n_by_d"], axis=0)]
+    consts = [numpy_helper.from_array(np.array([DIM], np.int64), "dim")]
     if head_init == "learned":
-        arrays.update(head_weight=(0.1 * rng.standard_normal(DIM)).astype(np.float32),
-                      head_bias=np.array(0.05, np.float32))
-    if learned_lr:
-        arrays.update(lr_weight=rng.uniform(0.2, 0.8, (1, DIM)).astype(np.float32),
-                      lr_bias=np.array([0.3], np.float32))
-    return arrays
+        weight, bias = learned_head()
+        consts += [numpy_helper.from_array(weight[None], "w0"), numpy_helper.from_array(bias.reshape(1), "b0")]
+        nodes += [mk("Expand", ["w0", "n_by_d"], ["weight"]), mk("Expand", ["b0", "n"], ["bias"])]
+    elif head_init == "zero":
+        zero = helper.make_tensor("zero", FLOAT, [1], [0.0])
+        nodes += [mk("ConstantOfShape", ["n_by_d"], ["weight"], value=zero),
+                  mk("ConstantOfShape", ["n"], ["bias"], value=zero)]
+    else:
+        consts += [numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+                   numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+                   numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                   numpy_helper.from_array(np.array(0.0, np.float32), "nought")]
+        nodes += [mk("Transpose", ["onehot"], ["onehot_t"], perm=[1, 0]),
+                  mk("MatMul", ["onehot_t", "features"], ["sums"]),
+                  mk("ReduceSum", ["onehot", "axis0"], ["counts"], keepdims=0),
+                  mk("Unsqueeze", ["counts", "axis1"], ["counts_col"]),
+                  mk("Div", ["sums", "counts_col"], ["means"])]
+        if head_type == "cosine":
+            nodes += [mk("Identity", ["means"], ["weight"]), mk("Mul", ["counts", "nought"], ["bias"])]
+        else:
+            nodes += [mk("Mul", ["means", "two"], ["weight"]), mk("Mul", ["means", "means"], ["squares"]),
+                      mk("ReduceSum", ["squares", "axis1"], ["norms"], keepdims=0), mk("Neg", ["norms"], ["bias"])]
+    inputs = [_io("features", FLOAT, ["M", DIM]), _io("onehot", FLOAT, ["M", "N"])]
+    outputs = [_io("weight", FLOAT, ["N", DIM]), _io("bias", FLOAT, ["N"])]
+    return _model(helper.make_graph(nodes, "init_head", inputs, outputs, consts))
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -115,7 +152,7 @@ def manifest(files: dict[str, bytes], arrays: dict[str, np.ndarray], *, head_typ
              learned_lr: bool, steps: int, lr: float, invert: bool) -> dict:
     head = [_tensor("weight", ["N", DIM]), _tensor("bias", ["N"])]
     return {
-        "schema": "mtl-bundle/1",
+        "schema": "mtl-bundle/2",
         "producer": {"mtl": "0.1.0", "onnx": onnx.__version__, "algorithm": "test"},
         "input": {"size": SIZE, "channels": CHANNELS, "mean": [0.5], "std": [0.25], "invert": invert,
                   "resize": "bilinear"},
@@ -126,6 +163,8 @@ def manifest(files: dict[str, bytes], arrays: dict[str, np.ndarray], *, head_typ
         "graphs": {
             "embed": {"file": "embed.onnx", "inputs": [_tensor("images", ["B", CHANNELS, SIZE, SIZE])],
                       "outputs": [_tensor("features", ["B", DIM])]},
+            "init_head": {"file": "init_head.onnx", "inputs": [_tensor("features", ["M", DIM]),
+                                                              _tensor("onehot", ["M", "N"])], "outputs": head},
             "adapt_step": {"file": "adapt_step.onnx",
                            "inputs": head + [_tensor("features", ["M", DIM]), _tensor("labels", ["M"], "int64"),
                                              _tensor("lr_weight", [1, DIM]), _tensor("lr_bias", [1])],
@@ -142,9 +181,9 @@ def manifest(files: dict[str, bytes], arrays: dict[str, np.ndarray], *, head_typ
 def write_bundle(path: Path, *, head_type: str = "linear", head_init: str = "learned", learned_lr: bool = False,
                  steps: int = 5, lr: float = 0.1, invert: bool = False) -> Path:
     """Write a bundle directory at `path` and return it."""
-    arrays = init_arrays(head_init, learned_lr)
-    files = {"embed.onnx": embed_graph(projection()), "adapt_step.onnx": adapt_step_graph(),
-             "predict.onnx": predict_graph(), "init.npz": npz_bytes(arrays)}
+    arrays = init_arrays(learned_lr)
+    files = {"embed.onnx": embed_graph(projection()), "init_head.onnx": init_head_graph(head_type, head_init),
+             "adapt_step.onnx": adapt_step_graph(), "predict.onnx": predict_graph(), "init.npz": npz_bytes(arrays)}
     meta = manifest(files, arrays, head_type=head_type, head_init=head_init, learned_lr=learned_lr, steps=steps,
                     lr=lr, invert=invert)
     path.mkdir(parents=True, exist_ok=True)

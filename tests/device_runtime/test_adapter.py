@@ -7,7 +7,7 @@ import pytest
 import mtl.device_runtime.adapted_state as adapted_state
 from mtl.device_runtime import Adapter, Bundle, BundleError, ConfigError, DataError
 from mtl.device_runtime.errors import OutputError
-from tests.device_runtime.bundle_factory import DIM, write_bundle
+from tests.device_runtime.bundle_factory import DIM, learned_head, write_bundle
 from tests.tolerance import assert_float_close
 
 
@@ -45,8 +45,9 @@ def test_adapt_lowers_the_loss_and_equals_k_numpy_sgd_steps(tmp_path, glyphs, le
         lr_w, lr_b = 0.7 * init["lr_weight"].astype(np.float64), 0.7 * init["lr_bias"].astype(np.float64)
     else:
         lr_w, lr_b = 0.7, 0.7
-    w0 = np.tile(init["head_weight"], (3, 1))
-    b0 = np.full(3, init["head_bias"])
+    head_weight, head_bias = learned_head()
+    w0 = np.tile(head_weight, (3, 1))
+    b0 = np.full(3, head_bias)
     w, b, losses = sgd_reference(w0, b0, features, labels, lr_w, lr_b, steps=4)
     weight, bias = adapter.head
     assert_float_close(weight, w)  # a float32 graph against a float64 reference

@@ -13,7 +13,7 @@ from mtl.device_runtime import Bundle, BundleError
 @pytest.fixture
 def members(bundle_dir):
     """The bundle's files, manifest first, as (name, bytes)."""
-    names = ["manifest.json", "embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"]
+    names = ["manifest.json", "embed.onnx", "init_head.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"]
     return [(name, (bundle_dir / name).read_bytes()) for name in names]
 
 
@@ -30,7 +30,7 @@ def write_zip(path, entries):
 
 def test_a_well_formed_mtlb_loads(members, tmp_path):
     bundle = Bundle.load(write_zip(tmp_path / "ok.mtlb", members))
-    assert bundle.manifest["feature_dim"] == 8
+    assert bundle.manifest.feature_dim == 8
 
 
 @pytest.mark.parametrize("name, message", [

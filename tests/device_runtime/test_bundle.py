@@ -18,7 +18,7 @@ from tests.device_runtime.bundle_factory import (
 )
 from tests.tolerance import assert_float_close
 
-HASHED = ("embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz")
+HASHED = ("embed.onnx", "init_head.onnx", "adapt_step.onnx", "predict.onnx", "init.npz")
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def no_sessions(monkeypatch):
 
 def test_a_bundle_loads_with_its_manifest_and_input_spec(bundle_dir):
     bundle = Bundle.load(bundle_dir)
-    assert bundle.manifest["schema"] == "mtl-bundle/1"
+    assert bundle.manifest.schema == "mtl-bundle/2"
     assert bundle.input_spec == InputSpec(size=16, channels=1, mean=(0.5,), std=(0.25,), invert=False)
     assert set(bundle.files) == set(HASHED)
     assert bundle.graphs["predict"].op_types["Softmax"] == 1
@@ -114,7 +114,8 @@ def _set(meta: dict, path: str, value) -> None:
 
 
 @pytest.mark.parametrize("path, value, message", [
-    ("schema", "mtl-bundle/2", "unsupported schema 'mtl-bundle/2'"),
+    ("schema", "mtl-bundle/3", "unsupported schema 'mtl-bundle/3'"),
+    ("schema", "mtl-bundle/1", "written by an earlier mtl (no init_head graph); export the checkpoint again"),
     ("schema", KeyError, "missing key 'schema'"),
     ("feature_dim", KeyError, "missing key 'feature_dim'"),
     ("input.size", KeyError, "missing key 'input.size'"),
@@ -129,7 +130,7 @@ def _set(meta: dict, path: str, value) -> None:
     ("head.init", "magic", "head.init must be one of learned, proto, zero"),
     ("graphs.adapt_step.outputs", [], "graphs.adapt_step.outputs must be"),
     ("graphs.embed.file", "../outside.onnx", "unsafe file name '../outside.onnx'"),
-    ("init.arrays.head_weight", [7], "init.arrays.head_weight must have shape [8]"),
+    ("init.arrays.lr_weight", [1, 8], "init.arrays must be [] (adapt.learned_lr)"),
     ("files.embed.onnx", "ABC", "files.embed.onnx must be a lower-case sha256"),
     ("producer", "torch", "producer must be an object"),
     ("batch_statistics", "yes", "batch_statistics must be true or false"),
@@ -174,7 +175,7 @@ def test_a_dtype_that_does_not_match_the_manifest_is_named(bundle_dir, no_sessio
     meta = read_manifest(bundle_dir)
     meta["graphs"]["adapt_step"]["inputs"][3]["dtype"] = "int32"
     write_manifest(bundle_dir, meta)
-    with pytest.raises(BundleError, match="adapt_step.onnx: input 'labels' is int64, manifest.json says int32"):
+    with pytest.raises(BundleError, match=r"adapt_step.inputs 'labels' must be \['M'\] int64, got \['M'\] int32"):
         Bundle.load(bundle_dir)
 
 

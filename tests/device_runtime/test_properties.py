@@ -16,7 +16,7 @@ from PIL import Image
 from mtl.device_runtime import Bundle
 from mtl.device_runtime.archive import ZipSource
 from mtl.device_runtime.errors import MtlError
-from mtl.device_runtime.manifest import parse_manifest
+from mtl.device_runtime.manifest import Manifest
 from mtl.device_runtime.preprocess import InputSpec, load_image
 from tests.device_runtime.bundle_factory import read_manifest, write_bundle
 
@@ -61,17 +61,18 @@ def test_any_edit_of_a_manifest_is_accepted_or_a_clean_error(good, data):
             continue  # an earlier edit removed or replaced this path
     raw = json.dumps(edited, allow_nan=True).encode()
     try:
-        parsed = parse_manifest(raw)
+        parsed = Manifest.parse(raw)
     except MtlError:
         return
-    assert parsed["schema"] == "mtl-bundle/1" and isinstance(parsed["feature_dim"], int)
+    assert parsed.schema == "mtl-bundle/2" and isinstance(parsed.feature_dim, int)
+    assert Manifest.parse(parsed.to_json()) == parsed  # what is accepted writes back to itself
 
 
 @SETTINGS
 @given(raw=st.binary(max_size=400) | JSON.map(lambda v: json.dumps(v).encode()))
 def test_any_manifest_bytes_are_a_clean_error(raw):
     with pytest.raises(MtlError):
-        parse_manifest(raw)
+        Manifest.parse(raw)
 
 
 @SETTINGS

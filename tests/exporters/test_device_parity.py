@@ -41,7 +41,7 @@ def test_the_adapter_reaches_the_parameters_of_the_trainers_inner_adapt(mtl_bund
         feats = dm.body(torch.from_numpy(images))
     labels = torch.arange(3).repeat_interleave(2)
     p = {n: t.detach() for n, t in dm.learner.named_parameters()}
-    want = dm.learner.adapt(p, torch.from_numpy(images), labels, 3, bundle.manifest["adapt"]["steps"],
+    want = dm.learner.adapt(p, torch.from_numpy(images), labels, 3, bundle.manifest.steps,
                             first_order=True)
     assert feats.shape[1] == bundle.feature_dim
     weight, bias = adapter.head
@@ -130,7 +130,7 @@ def test_meta_sgd_ships_its_learned_step_sizes_and_the_adapter_uses_them(tmp_pat
     bundle = Bundle.load(tmp_path / "b")
     dm = deploy_model(load_checkpoint(tmp_path / "run"), adapt="head")
     learned = dm.learner.inner_lrs["head__weight"].detach().numpy()
-    assert bundle.manifest["adapt"]["learned_lr"] and np.array_equal(bundle.init["lr_weight"], learned)
+    assert bundle.manifest.learned_lr and np.array_equal(bundle.init["lr_weight"], learned)
     assert np.ptp(learned) > 0  # meta-training moved the step sizes apart: not a constant in disguise
     images = np.random.default_rng(2).random((6, 1, 28, 28)).astype(np.float32)
     adapter = Adapter(bundle)

@@ -33,10 +33,10 @@ def test_a_pretrained_checkpoint_exports_a_checked_bundle_with_hashes(pretrained
     report = export_bundle(pretrained_run[0], tmp_path / "bundle")
     bundle = tmp_path / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["schema"] == "mtl-bundle/1" and manifest["head"] == {"type": "linear", "init": "proto"}
+    assert manifest["schema"] == "mtl-bundle/2" and manifest["head"] == {"type": "linear", "init": "proto"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
-    for name in ("embed", "adapt_step", "predict"):
+    for name in ("embed", "init_head", "adapt_step", "predict"):
         model = onnx.load(bundle / f"{name}.onnx")
         assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
         assert "BatchNormalization" not in {n.op_type for n in model.graph.node}  # folded into the convs
@@ -50,10 +50,16 @@ def test_mtl_bundle_folds_scale_and_shift_and_keeps_the_learned_head(mtl_run, tm
     with zipfile.ZipFile(out) as zf:
         manifest = json.loads(zf.read("manifest.json"))
         embed = onnx.load_from_string(zf.read("embed.onnx"))
-        init = np.load(zf.open("init.npz"), allow_pickle=False)
-        assert init["head_weight"].shape == (manifest["feature_dim"],)
+        init_head = ort.InferenceSession(zf.read("init_head.onnx"))
     assert manifest["head"]["init"] == "learned" and manifest["producer"]["algorithm"] == "mtl"
     assert "Mul" not in {n.op_type for n in embed.graph.node}  # the scale is inside the conv weights
+    learner = deploy_model(load_checkpoint(mtl_run)).learner
+    onehot = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]]
+    weight, bias = init_head.run(None, {"features": np.ones((5, manifest["feature_dim"]), np.float32),
+                                        "onehot": onehot})
+    assert weight.shape == (4, manifest["feature_dim"])  # the learned vector, once per class of this task
+    assert_float_close(weight, learner.head.init_weight.detach().expand(4, -1))
+    assert_float_close(bias, learner.head.init_bias.detach().expand(4))
 
 
 @pytest.mark.parametrize("ways,examples", [(2, 4), (7, 21)])
@@ -109,7 +115,7 @@ def test_export_never_replaces_an_unrelated_directory_and_replaces_its_own(pretr
     export_bundle(pretrained_run[0], tmp_path / "b")
     export_bundle(pretrained_run[0], tmp_path / "b")  # a second export replaces the first whole
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
-        ["manifest.json", "embed.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"])
+        ["manifest.json", "embed.onnx", "init_head.onnx", "adapt_step.onnx", "predict.onnx", "init.npz"])
 
 
 def test_two_exports_of_one_checkpoint_are_byte_identical_and_the_device_rewrites_the_same_zip(pretrained_run,

@@ -23,7 +23,7 @@ def test_an_int8_bundle_is_standard_onnx_smaller_and_as_accurate(pretrained_run,
     assert manifest["quantization"]["embed"] == "int8"
     assert manifest["quantization"]["calibration"] == {"data": "synthetic:60", "images": 256}
     assert manifest["quantization"]["check"]["min_cosine"] >= 0.99
-    assert Bundle.load(tmp_path / "int8").manifest["quantization"]["check"]["images"] == 64
+    assert Bundle.load(tmp_path / "int8").manifest.quantization["check"]["images"] == 64
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=300)
     on_float = evaluate_path(tmp_path / "f32", None, cfg, "cpu").result
     on_int8 = evaluate_path(tmp_path / "int8", None, cfg, "cpu").result

@@ -1,0 +1,80 @@
+"""The names of the deploy bundle's schema, each defined once (torch-free, numpy-free: the CLI imports it to
+offer its choices): the schema version, the graphs and their exact interfaces, head types and initialisation
+rules, the operator domains a graph may use, and the range of every manifest number.
+
+The exporter writes bundles from these definitions, `device_runtime.manifest` checks manifests against them,
+and the training side validates its heads with them (docs/bundle.md describes the format).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA = "mtl-bundle/2"  # /1 had no init_head graph: the device initialised the head with its own copy of the rule
+MANIFEST = "manifest.json"
+HEAD_TYPES = ("linear", "cosine")  # the heads a bundle carries (a prototype head ships as its linear form)
+HEAD_INITS = ("learned", "proto", "zero")  # how a task's head starts (pipeline/meta/heads.py)
+# The operator domains a bundle's graphs may use: standard ONNX (and ONNX-ML), which stock onnxruntime runs
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
+GRAPH_NAMES = ("embed", "init_head", "adapt_step", "predict")
+# (lowest, highest) allowed value of each number, by its dotted key: a bundle comes from anywhere, and a value
+# that passes must not crash, exhaust memory or run forever later
+LIMITS: dict[str, tuple[float, float]] = {
+    "input.size": (8, 1024),  # pixels a side: a 1024² RGB float batch of 8 is already 100 MB
+    "input.mean": (-100.0, 100.0),
+    "input.std": (1e-4, 1e4),
+    "feature_dim": (1, 1 << 16),
+    "adapt.steps": (0, 1000),
+    "adapt.lr": (1e-12, 1e3),
+    "opset": (7, 30),
+    "shape dimension": (0, 1 << 20),
+}
+MAX_FILES = 16  # a bundle holds 5 files
+MAX_NAME = 255
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: its name, shape (ints, or names of dynamic axes) and element type."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+def graph_io(channels: int, size: int, dim: int) -> dict[str, GraphIO]:
+    """THE interface of every bundle graph for C-channel size² images and D-dimensional features. N (classes),
+    M (support examples) and B (batch) are dynamic: one bundle serves any number of new classes.
+
+    - embed: normalised images → features (the frozen extractor);
+    - init_head: support features and their one-hot labels → the task's head (the training head's own rule);
+    - adapt_step: ONE first-order SGD step of the head (W, b) on the support features → (W', b', loss at W, b);
+    - predict: head and features → class probabilities.
+    """
+    head = (TensorSpec("weight", ("N", dim)), TensorSpec("bias", ("N",)))
+    support = (TensorSpec("features", ("M", dim)),)
+    step_sizes = (TensorSpec("lr_weight", (1, dim)), TensorSpec("lr_bias", (1,)))
+    return {
+        "embed": GraphIO((TensorSpec("images", ("B", channels, size, size)),), (TensorSpec("features", ("B", dim)),)),
+        "init_head": GraphIO(support + (TensorSpec("onehot", ("M", "N")),), head),
+        "adapt_step": GraphIO(head + support + (TensorSpec("labels", ("M",), "int64"),) + step_sizes,
+                              (TensorSpec("new_weight", ("N", dim)), TensorSpec("new_bias", ("N",)),
+                               TensorSpec("loss", ()))),
+        "predict": GraphIO(head + (TensorSpec("features", ("B", dim)),), (TensorSpec("probabilities", ("B", "N")),)),
+    }
+
+
+def init_arrays(dim: int, learned_lr: bool) -> dict[str, list[int]]:
+    """The arrays `init.npz` holds, with their shapes: meta-learned step sizes (Meta-SGD), scaled on the device
+    by its `lr`. (A learned head initialisation lives inside init_head.onnx.)"""
+    return {"lr_weight": [1, dim], "lr_bias": [1]} if learned_lr else {}
