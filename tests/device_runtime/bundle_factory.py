@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,11 @@ def write_support(root: Path, classes: list[str], shots: int = 3, seed: int = 0)
         for i in range(shots):
             Image.fromarray(glyph(label, rng)).save(root / name / f"{i}.png")
     return root
+
+
+def key_paths(obj: object, prefix: tuple = ()) -> Iterator[tuple]:
+    """Every key path of a nested JSON value (dict keys and list indices), the empty path first."""
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield from key_paths(value, (*prefix, key))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.device_runtime.bundle_factory import glyph, write_bundle
+from tests.device_runtime.bundle_factory import glyph, read_manifest, write_bundle
 
 
 @pytest.fixture
@@ -19,3 +19,10 @@ def glyphs():
         return [glyph(label, rng) for _ in range(count)]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """A valid bundle directory and its manifest, shared by a module's property tests."""
+    path = write_bundle(tmp_path_factory.mktemp("good") / "bundle")
+    return path, read_manifest(path)

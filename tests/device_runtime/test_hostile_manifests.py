@@ -8,13 +8,12 @@ import copy
 import json
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mtl.device_runtime import Adapter, Bundle
 from mtl.device_runtime.errors import BundleError, MtlError
-from tests.device_runtime.bundle_factory import glyph, read_manifest, write_bundle
+from tests.device_runtime.bundle_factory import glyph, key_paths
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 RAW = "@@RAW{}@@"  # a placeholder for JSON text json.dumps cannot write (NaN, 5000-digit integers, deep nesting)
@@ -27,19 +26,6 @@ LEAF = (st.sampled_from(EDGE_NUMBERS) | st.integers(-2**40, 2**40) | st.floats(a
         | st.text(max_size=20) | st.sampled_from(STRINGS) | st.none())
 JSON = st.recursive(LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                        max_size=3), max_leaves=8)
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    path = write_bundle(tmp_path_factory.mktemp("hostile") / "bundle")
-    return path, read_manifest(path)
-
-
-def _paths(obj, prefix=()):
-    yield prefix
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-    for key, value in items:
-        yield from _paths(value, (*prefix, key))
 
 
 def _like(value: object) -> st.SearchStrategy:
@@ -60,7 +46,7 @@ def _like(value: object) -> st.SearchStrategy:
 def _edit(manifest: dict, data: st.DataObject) -> str:
     """1–3 edits (replace, delete, add a key, raw JSON text) of `manifest`, as the manifest.json text."""
     edited, raws = copy.deepcopy(manifest), []
-    paths = [p for p in _paths(manifest) if p]
+    paths = [p for p in key_paths(manifest) if p]
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(paths))
         parent = edited

@@ -18,7 +18,7 @@ from mtl.device_runtime.archive import ZipSource
 from mtl.device_runtime.errors import MtlError
 from mtl.device_runtime.manifest import Manifest
 from mtl.device_runtime.preprocess import InputSpec, load_image
-from tests.device_runtime.bundle_factory import read_manifest, write_bundle
+from tests.device_runtime.bundle_factory import key_paths
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats() | st.text(max_size=12),
@@ -26,27 +26,12 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.
                                                                                  max_size=4), max_leaves=12)
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    """A valid bundle directory and its manifest."""
-    path = write_bundle(tmp_path_factory.mktemp("prop") / "bundle")
-    return path, read_manifest(path)
-
-
-def _paths(obj, prefix=()):
-    """Every key path of a nested JSON object (dict keys and list indices)."""
-    yield prefix
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-    for key, value in items:
-        yield from _paths(value, (*prefix, key))
-
-
 @SETTINGS
 @given(data=st.data())
 def test_any_edit_of_a_manifest_is_accepted_or_a_clean_error(good, data):
     _, manifest = good
     edited = copy.deepcopy(manifest)
-    paths = [p for p in _paths(manifest) if p]
+    paths = [p for p in key_paths(manifest) if p]
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(paths))
         parent = edited
