@@ -92,6 +92,15 @@ class ClassImages:
         return ClassImages.from_arrays(stacks, names, supers, self.spec,
                                        {**self.provenance, "rotations": list(quarter_turns)})
 
+    def with_flips(self) -> ClassImages:
+        """Add each class mirrored left-right as a NEW class (`name@flip`): a mirrored character is another
+        character, so with rotations this gives the 8 symmetries of the square (the dihedral group)."""
+        stacks = [self.class_images(i) for i in range(self.num_classes)]
+        stacks += [torch.flip(s, dims=(3,)) for s in stacks]
+        return ClassImages.from_arrays(stacks, [*self.class_names, *(f"{n}@flip" for n in self.class_names)],
+                                       [*self.superclasses, *self.superclasses], self.spec,
+                                       {**self.provenance, "flips": True})
+
     def to(self, device: torch.device | str) -> ClassImages:
         return ClassImages(self.images.to(device), self.offsets.to(device), self.counts.to(device),
                            self.class_names, self.superclasses, self.spec, self.provenance)

@@ -19,12 +19,12 @@ from mtl.pipeline.data.class_images import ClassImages
 from mtl.pipeline.errors import ConfigError, DataError
 
 PARTS = ("train", "val", "test")
-METHODS = ("auto", "official", "superclass", "class")
-_ROTATION = re.compile(r"@rot\d+$")
+METHODS = ("auto", "official", "superclass", "class", "superclass-test")
+_ROTATION = re.compile(r"(@rot\d+|@flip)+$")
 
 
 def base_name(class_name: str) -> str:
-    """The class a rotated copy was made from (`Greek/character01@rot90` → `Greek/character01`)."""
+    """The class a rotated or mirrored copy was made from (`Greek/character01@rot90@flip` → `Greek/character01`)."""
     return _ROTATION.sub("", class_name)
 
 
@@ -76,8 +76,10 @@ def make_splits(data: ClassImages, *, fractions: Sequence[float] = (0.6, 0.2, 0.
     """Split the classes of `data` into disjoint train / val / test parts, deterministically for `seed`.
 
     by="auto" uses `provenance["official_split"]` when the source has one (fractions are then
-    ignored), else superclasses when any class has one, else classes. A part with a positive
-    fraction is never empty; raises `DataError` when there are too few groups for that.
+    ignored), else superclasses when any class has one, else classes. by="superclass-test" holds out whole
+    superclasses for test only, and splits the classes of the others into train and val (validation by
+    character: the training alphabets are all used). A part with a positive fraction is never empty;
+    raises `DataError` when there are too few groups for that.
     """
     shares = _check_fractions(fractions)
     if by not in METHODS:
@@ -88,6 +90,8 @@ def make_splits(data: ClassImages, *, fractions: Sequence[float] = (0.6, 0.2, 0.
             raise DataError("the data source has no official split; use by='superclass' or by='class'")
         present = {base_name(n) for n in data.class_names}
         return Splits(*(tuple(n for n in official.get(part, ()) if n in present) for part in PARTS))
+    if by == "superclass-test":
+        return _split_test_by_superclass(data, shares, seed)
     groups: dict[str, list[str]] = {}
     use_super = by == "superclass" or (by == "auto" and any(data.superclasses))
     for name, superclass in zip(data.class_names, data.superclasses, strict=True):
@@ -98,6 +102,20 @@ def make_splits(data: ClassImages, *, fractions: Sequence[float] = (0.6, 0.2, 0.
     rank = {base_name(name): i for i, name in reversed(list(enumerate(data.class_names)))}
     return Splits(*(tuple(sorted((n for key in part for n in groups[key]), key=rank.__getitem__))
                     for part in parts))
+
+
+def _split_test_by_superclass(data: ClassImages, shares: tuple[float, float, float], seed: int) -> Splits:
+    """Test: the whole superclasses the superclass split with these shares holds out; train and val: the classes of
+    all the other superclasses, pooled and split by class (val takes val / (train + val) of them)."""
+    if not any(data.superclasses):
+        raise DataError("split by 'superclass-test' needs classes grouped in superclasses (e.g. Omniglot alphabets)")
+    outer = make_splits(data, fractions=shares, seed=seed, by="superclass")
+    pooled = set(outer.train) | set(outer.val)
+    rest = [i for i, name in enumerate(data.class_names) if base_name(name) in pooled]
+    kept = shares[0] + shares[1]
+    inner = make_splits(data.subset(rest), fractions=(shares[0] / kept, shares[1] / kept, 0.0), seed=seed,
+                        by="class")
+    return Splits(inner.train, inner.val, outer.test)
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

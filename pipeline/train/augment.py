@@ -9,18 +9,25 @@ import torch.nn.functional as F
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, *, degrees: float = 10.0,
-                  scale: float = 0.1, translate: float = 0.1, hflip: bool = False) -> torch.Tensor:
-    """Random rotation / scale / translation (and optional horizontal flip) of a float batch (B, C, H, W).
-
-    One `affine_grid` + `grid_sample` for the whole batch; borders repeat the edge (background).
-    """
+                  scale: float = 0.1, translate: float = 0.1, shear: float = 0.0, hflip: bool = False) -> torch.Tensor:
+    """Random rotation (±`degrees`), scale (1 ± `scale`, per axis when `shear` is on), translation (± `translate`
+    of the size), shear (± `shear`, as in Koch et al. 2015's affine distortions) and optional horizontal flip of
+    a float batch (B, C, H, W). One `affine_grid` + `grid_sample` for the whole batch; borders repeat the edge
+    (background)."""
     b, dev = x.shape[0], x.device
     u = torch.rand(b, 5, generator=generator, device=dev) * 2 - 1  # uniform in [-1, 1]
+    if shear:  # drawn only then: without shear the random stream (and a seeded run) is what it always was
+        u = torch.cat([u, torch.rand(b, 2, generator=generator, device=dev) * 2 - 1], dim=1)
     angle = u[:, 0] * math.radians(degrees)
-    zoom = 1.0 + u[:, 1] * scale
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zoom_x = 1.0 + u[:, 1] * scale
+    zoom_y = zoom_x if not shear else 1.0 + u[:, 5] * scale
+    cos, sin = torch.cos(angle), torch.sin(angle)
     flip = torch.where(u[:, 4] < 0, -1.0, 1.0) if hflip else torch.ones(b, device=dev)
-    theta = torch.stack([torch.stack([cos * flip, -sin, u[:, 2] * translate * 2], dim=1),
-                         torch.stack([sin * flip, cos, u[:, 3] * translate * 2], dim=1)], dim=1)  # (B, 2, 3)
+    k = u[:, 6] * shear if shear else torch.zeros(b, device=dev)  # x += k·y
+    # the grid's sampling matrix: rotation · shear · 1/zoom (affine_grid maps output to input coordinates)
+    a11, a12 = cos / zoom_x, (cos * k - sin) / zoom_y
+    a21, a22 = sin / zoom_x, (sin * k + cos) / zoom_y
+    theta = torch.stack([torch.stack([a11 * flip, a12, u[:, 2] * translate * 2], dim=1),
+                         torch.stack([a21 * flip, a22, u[:, 3] * translate * 2], dim=1)], dim=1)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

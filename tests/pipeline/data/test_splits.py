@@ -112,3 +112,16 @@ def test_to_dict_and_from_dict_round_trip():
 def test_a_class_in_two_parts_is_rejected():
     with pytest.raises(DataError, match="'a' is in both the train and the test split"):
         Splits.from_dict({"train": ["a"], "val": [], "test": ["a"]})
+
+
+def test_superclass_test_holds_out_the_same_superclasses_and_splits_the_rest_by_class():
+    data = make_data()
+    by_group = make_splits(data, seed=4, by="superclass")
+    mixed = make_splits(data, seed=4, by="superclass-test")
+    assert mixed.test == by_group.test  # the held-out superclasses are those of the plain superclass split
+    pooled = set(by_group.train) | set(by_group.val)
+    assert set(mixed.train) | set(mixed.val) == pooled and mixed.train and mixed.val
+    groups = {name.split("/")[0] for name in mixed.val}
+    assert groups & {name.split("/")[0] for name in mixed.train}  # validation by class, inside training groups
+    with pytest.raises(DataError, match="needs classes grouped in superclasses"):
+        make_splits(make_data(grouped=False), by="superclass-test")

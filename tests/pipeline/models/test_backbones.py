@@ -100,3 +100,10 @@ def test_out_of_range_options_raise_config_error_naming_the_culprit(
 def test_bad_in_channels_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="in_channels"):
         build_backbone("conv4", in_channels=0, image_size=28)
+
+
+def test_conv4_pools_keeps_a_spatial_map_in_its_features() -> None:
+    assert build_backbone("conv4", in_channels=1, image_size=28, pools=3).feature_dim == 64 * 3 * 3
+    assert build_backbone("conv4", in_channels=1, image_size=28).feature_dim == 64
+    with pytest.raises(ConfigError, match="pools must be at most depth"):
+        build_backbone("conv4", in_channels=1, image_size=28, pools=5)
