@@ -69,6 +69,10 @@ class Budget:
     device: str = "auto"
     val_every: int = 200
     val_episodes: int = 100
+    calibrate_episodes: int = 200  # per cell, on the validation classes (pipeline.train.calibrate)
+    seconds: float | None = None  # meta-training wall-clock budget per method (iterations is then a cap)
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_by: str = "auto"
 
 
 def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
@@ -81,7 +85,9 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
         return out
     if method == "transfer":
         pretrain(PretrainConfig(data=data, out=str(out), backbone=budget.backbone, epochs=budget.pretrain_epochs,
-                                rotations=budget.rotations, device=budget.device, val_episodes=budget.val_episodes))
+                                rotations=budget.rotations, device=budget.device, val_episodes=budget.val_episodes,
+                                split=budget.split, split_by=budget.split_by,
+                                calibrate_episodes=budget.calibrate_episodes))
         return out
     from mtl.pipeline.algorithms import get_algorithm
 
@@ -94,7 +100,8 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
                                inner_steps=budget.inner_steps, iterations=budget.iterations,
                                rotations=budget.rotations, device=budget.device,
                                val_every=min(budget.val_every, budget.iterations), val_episodes=budget.val_episodes,
-                               **options))
+                               max_seconds=budget.seconds, split=budget.split, split_by=budget.split_by,
+                               calibrate_episodes=budget.calibrate_episodes, **options))
     return out
 
 
@@ -118,6 +125,13 @@ def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: i
             "queries": queries, "classes": evaluation.classes, "seconds": round(time.perf_counter() - start, 2)}
 
 
+def trained_for(run: Path) -> dict[str, Any]:
+    """How long the run trained, from its last metrics record: epochs or iterations, and seconds."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    return {k: last[k] for k in ("epoch", "iteration", "seconds", "elapsed") if k in last}
+
+
 def test_class_count(bundle: Path) -> int:
     from mtl.device_runtime import Bundle
 
@@ -135,6 +149,7 @@ def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], way
         start = time.perf_counter()
         bundle = export(train(method, data, budget, runs), bundles)
         report["training_seconds"][method] = round(time.perf_counter() - start, 1)
+        report.setdefault("trained", {})[method] = trained_for(runs / method)
         n_test = test_class_count(bundle)
         cells = {}
         for n in ways:
@@ -252,6 +267,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrain-epochs", type=int, default=Budget.pretrain_epochs)
     parser.add_argument("--iterations", type=int, default=Budget.iterations)
     parser.add_argument("--meta-batch", type=int, default=Budget.meta_batch)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="meta-training wall-clock budget per method (--iterations is then a cap)")
+    parser.add_argument("--split", default="0.6,0.2,0.2", help="train,val,test fractions (mtl's --split)")
+    parser.add_argument("--split-by", default="auto", help="mtl's --split-by")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: synthetic data, tiny budgets")
     parser.add_argument("--json", action="store_true", help="print the JSON only (no markdown table)")
@@ -268,11 +287,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budget = Budget(pretrain_epochs=args.pretrain_epochs, iterations=args.iterations, meta_batch=args.meta_batch,
-                    device=args.device)
+                    device=args.device, seconds=args.seconds,
+                    split=tuple(float(v) for v in args.split.split(",")), split_by=args.split_by)
     data, ways, shots, episodes = args.data, args.ways, args.shots, args.episodes
     if args.quick:
         budget = dataclasses.replace(budget, pretrain_epochs=2, iterations=4, meta_batch=2, queries=5, inner_steps=2,
-                                     rotations=False, device="cpu", val_episodes=10)
+                                     rotations=False, device="cpu", val_episodes=10, calibrate_episodes=10)
         data, ways, shots, episodes = "synthetic:60", (5,), (1, 5), 20
     report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed)
     write_outputs(report, args.out)

@@ -20,6 +20,7 @@ app = typer.Typer(name="mtl", no_args_is_help=True, add_completion=False, pretty
                        "new classes on a device.")
 app.command("pretrain")(train_cmd.pretrain)
 app.command("meta-train")(meta_cmd.meta_train)
+app.command("calibrate")(train_cmd.calibrate)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("adapt")(device_cmd.adapt)
 app.command("predict")(device_cmd.predict)

@@ -40,16 +40,23 @@ def evaluate(
                                               "with its 95% CI band into this PNG, on the same episodes (a "
                                               "meta-trained checkpoint or a bundle; needs matplotlib).")] = None,
     seed: Annotated[int, typer.Option(help="Episode seed: the same seed gives the same episodes.")] = 0,
+    runs: Annotated[Path | None, typer.Option(
+        "--runs", help="Score a BUNDLE on one-shot runs in the layout of Lake et al. 2015 (runNN/training, "
+                       "runNN/test, class_labels.txt; a folder or a zip) through the device runtime.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Few-shot accuracy (mean ± 95% CI over episodes) on classes the model never trained on."""
-    from mtl.pipeline.errors import ConfigError
-    from mtl.pipeline.train.evaluate import EvalConfig
+    from mtl.device_runtime.errors import ConfigError
 
     if steps is not None and steps < 0:
         raise ConfigError(f"--steps must be ≥ 0, got {steps}")
+    if runs is not None:  # numpy + onnxruntime only: a device can run the protocol
+        _lake_runs(checkpoint, runs, steps, as_json)
+        return
+    from mtl.pipeline.train.evaluate import EvalConfig
+
     cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed)
     if plot is not None:
         from mtl.device_runtime.atomic import check_png_target
@@ -77,6 +84,25 @@ def evaluate(
                       f"{ev.steps[-1]})", highlight=False, soft_wrap=True)
 
 
+def _lake_runs(bundle: Path, runs: Path, steps: int | None, as_json: bool) -> None:
+    """`--runs`: the 20-way within-alphabet one-shot protocol of Lake et al. on a bundle, on the device runtime."""
+    from mtl.device_runtime import Bundle, jsonio
+    from mtl.device_runtime.errors import ConfigError
+    from mtl.device_runtime.lake_runs import evaluate_runs, read_runs
+
+    if not (bundle.suffix == ".mtlb" or (bundle / "manifest.json").is_file()):
+        raise ConfigError(f"--runs scores a bundle through the device runtime; export {bundle} first (mtl export)")
+    result = evaluate_runs(Bundle.load(bundle), read_runs(runs), steps)
+    if as_json:
+        typer.echo(jsonio.dumps({"protocol": "lake2015-one-shot", "accuracy": result.mean, "ci95": result.ci95,
+                                 "error": 1 - result.mean, "runs": len(result.per_run), "ways": result.ways,
+                                 "per_run": list(result.per_run), "bundle": str(bundle), "data": str(runs)}))
+        return
+    console.print(f"{result.ways}-way one-shot runs (Lake et al. 2015): {100 * result.mean:.2f}% ± "
+                  f"{100 * result.ci95:.2f} (95% CI, {len(result.per_run)} runs; error {100 * (1 - result.mean):.2f}%) "
+                  f"on {runs}", highlight=False, soft_wrap=True)
+
+
 def _print(ev: Evaluation) -> None:
     r = ev.result
     if r.metric == "mse":
@@ -85,5 +111,6 @@ def _print(ev: Evaluation) -> None:
         return
     how = f"{r.method}, {ev.steps[-1]} steps" if r.method in ("adapt", "bundle") else r.method
     console.print(f"{r.ways}-way {r.shots}-shot {how}: {100 * r.mean:.2f}% ± {100 * r.ci95:.2f} "
-                  f"(95% CI, {r.episodes} episodes, {r.queries} queries/class) on {ev.classes} of {ev.data}",
+                  f"(95% CI, {r.episodes} episodes, {r.queries} queries/class; ECE {r.ece:.3f}) on {ev.classes} of "
+                  f"{ev.data}",
                   highlight=False)

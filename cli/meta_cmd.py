@@ -11,10 +11,23 @@ import typer
 from rich.console import Console
 
 from mtl.cli.errors import handle_errors
-from mtl.cli.options import ConfigOpt, DataOpt, DeviceOpt, OutOpt, QuietOpt, ResumeOpt, enum_value
+from mtl.cli.options import (
+    BackboneOptionOpt,
+    CalibrateOpt,
+    ConfigOpt,
+    DataOpt,
+    DeviceOpt,
+    OutOpt,
+    QuietOpt,
+    ResumeOpt,
+    SplitByOpt,
+    SplitOpt,
+    enum_value,
+    fractions,
+    key_values,
+)
 from mtl.cli.progress import progress_bars
-from mtl.cli.train_cmd import BackboneOpt, HeadChoice
-from mtl.device_runtime.errors import ConfigError
+from mtl.cli.train_cmd import BackboneOpt, HeadChoice, calibration_line
 from mtl.device_runtime.schema import HEAD_INITS
 from mtl.pipeline.algorithms import algorithm_names
 
@@ -28,19 +41,6 @@ HeadInitChoice = StrEnum("HeadInitChoice", [(rule, rule) for rule in HEAD_INITS]
 AdaptChoice = StrEnum("AdaptChoice", [("head", "head"), ("all", "all")])
 
 
-def parse_options(pairs: list[str] | None) -> dict[str, str] | None:
-    """`--option KEY=VALUE` pairs → {KEY: VALUE} (typed later by the algorithm's own options)."""
-    if not pairs:
-        return None
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--option {pair!r}: write it as KEY=VALUE, e.g. --option beta=0.3")
-        options[key.strip()] = value.strip()
-    return options
-
-
 Int = Annotated[int | None, typer.Option()]
 
 
@@ -50,6 +50,7 @@ def meta_train(
     algorithm: Annotated[AlgorithmChoice | None, typer.Option(help="Meta-learning method.")] = None,
     init: Annotated[Path | None, typer.Option(help="Pretrained checkpoint (`mtl pretrain`) to start from.")] = None,
     backbone: BackboneOpt = None,
+    backbone_option: BackboneOptionOpt = None,
     head: Annotated[HeadChoice | None, typer.Option(help="Classifier head.")] = None,
     head_init: Annotated[HeadInitChoice | None, typer.Option(help="Per-task head initialisation.")] = None,
     adapt: Annotated[AdaptChoice | None, typer.Option(help="What the inner loop adapts.")] = None,
@@ -61,6 +62,8 @@ def meta_train(
     inner_lr: Annotated[float | None, typer.Option(help="Inner-loop step size.")] = None,
     outer_lr: Annotated[float | None, typer.Option(help="Outer-loop learning rate (Reptile: ε).")] = None,
     iterations: Annotated[int | None, typer.Option(help="Outer steps.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop once training has run this long (validated and "
+                                                      "checkpointed): a budget in time, not iterations.")] = None,
     first_order: Annotated[bool | None, typer.Option("--first-order/--second-order",
                                                      help="Drop second-order terms (FOMAML).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile",
@@ -76,6 +79,9 @@ def meta_train(
     val_every: Annotated[int | None, typer.Option(help="Validate and checkpoint every N iterations.")] = None,
     val_episodes: Annotated[int | None, typer.Option(help="Validation episodes.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation and task sampling.")] = None,
+    split: SplitOpt = None,
+    split_by: SplitByOpt = None,
+    calibrate_episodes: CalibrateOpt = None,
     nproc: Annotated[int | None, typer.Option(help="Processes on this machine (one GPU each on CUDA); each "
                                                    "takes an equal share of every meta-batch.")] = None,
     out: OutOpt = None,
@@ -93,9 +99,11 @@ def meta_train(
         MetaTrainConfig, config, data=data, algorithm=enum_value(algorithm), init=None if init is None else str(init),
         backbone=backbone, head=enum_value(head), head_init=enum_value(head_init),
         adapt=enum_value(adapt), ways=ways, shots=shots, queries=queries, meta_batch=meta_batch,
-        inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations,
-        first_order=first_order, compile=compile, chunk=chunk, options=parse_options(option),
+        inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations, max_seconds=max_seconds,
+        first_order=first_order, compile=compile, chunk=chunk, options=key_values(option, "--option"),
+        backbone_options=key_values(backbone_option, "--backbone-option", parse_json=True),
         hard_tasks=hard_tasks, rotations=rotations, val_every=val_every, val_episodes=val_episodes, seed=seed,
+        split=fractions(split), split_by=split_by, calibrate_episodes=calibrate_episodes,
         nproc=nproc, out=None if out is None else str(out), device=enum_value(device), resume=resume or None)
     lead = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone draws and reports
     with progress_bars(not quiet and lead) as on_step:
@@ -107,3 +115,5 @@ def meta_train(
     console.print(f"meta-trained {cfg.algorithm} for {result.iterations} iterations: best {what} "
                   f"{value:.{4 if cfg.data == 'sinusoid' else 2}f}{'' if cfg.data == 'sinusoid' else '%'} → "
                   f"{result.run_dir}/best.safetensors", highlight=False)
+    if result.calibration is not None:
+        console.print(calibration_line(result.calibration), highlight=False)

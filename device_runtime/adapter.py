@@ -160,9 +160,9 @@ class Adapter:
         _check_finite(batch, "predict: preprocessing", "check the images and the bundle's input mean/std")
         features = self.bundle.embed(batch)
         _check_finite(features, "predict: embed.onnx", "the bundle's embedding graph is broken")
-        probs = self.bundle.predict_proba(weight, bias, features)
-        _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
         classes = self.result.classes
+        probs = self.bundle.predict_proba(weight, bias, features, shots=self.result.support / len(classes))
+        _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
         return [classes[i] for i in probs.argmax(axis=1)], probs
 
     def save(self, path: str | Path) -> None:

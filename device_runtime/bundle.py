@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from mtl.device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
 from mtl.device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
+from mtl.device_runtime.calibration import temper
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError
 from mtl.device_runtime.manifest import Manifest
 from mtl.device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
@@ -137,11 +138,18 @@ class Bundle:
         self._check_output("adapt_step", loss.reshape(-1), (1,))
         return new_weight, new_bias, float(loss.reshape(()))
 
-    def predict_proba(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray) -> np.ndarray:
-        """Head (W (N, D), b (N,)) and features (B, D) → class probabilities (B, N)."""
+    def predict_proba(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
+                      shots: float | None = None) -> np.ndarray:
+        """Head (W (N, D), b (N,)) and features (B, D) → class probabilities (B, N). With `shots` (the
+        support examples per class the head adapted on), at the bundle's calibrated temperature for N and K
+        (`device_runtime.calibration`); without, as predict.onnx gives them."""
         (probs,) = self._run("predict", {"weight": weight, "bias": bias, "features": features}, ["probabilities"])
         self._check_output("predict", probs, (len(features), len(weight)))
-        return probs.astype(np.float32, copy=False)
+        probs = probs.astype(np.float32, copy=False)
+        calibration = self.manifest.calibration
+        if shots is None or calibration is None:
+            return probs
+        return temper(probs, calibration.at(len(weight), shots))
 
     def to_zip_bytes(self) -> bytes:
         """The bundle as deterministic `.mtlb` bytes (the same files always give the same bytes)."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtl.device_runtime import jsonio
+from mtl.device_runtime.calibration import KEYS as CALIBRATION_KEYS
+from mtl.device_runtime.calibration import Temperature
 from mtl.device_runtime.errors import BundleError, ConfigError
 from mtl.device_runtime.preprocess import InputSpec
 from mtl.device_runtime.schema import (
@@ -74,6 +76,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     batch_statistics: bool = False
     quantization: dict[str, Any] | None = None
+    calibration: Temperature | None = None  # the temperature of predict's probabilities (device_runtime.calibration)
     schema: str = SCHEMA
 
     @classmethod
@@ -108,7 +111,8 @@ class Manifest:
             init_arrays=_init_arrays(init, init_arrays(dim, learned_lr)), files=_files(m),
             batch_statistics=need(m, "batch_statistics", "bool", "") if "batch_statistics" in m else False,
             # informative: how embed.onnx was quantized and how close it stayed
-            quantization=need(m, "quantization", "dict", "") if "quantization" in m else None)
+            quantization=need(m, "quantization", "dict", "") if "quantization" in m else None,
+            calibration=_calibration(need(m, "calibration", "dict", "")) if "calibration" in m else None)
         missing = [f for f in [g.file for g in manifest.graphs.values()] + [manifest.init_file]
                    if f not in manifest.files]
         if missing:
@@ -125,6 +129,8 @@ class Manifest:
             "init": {"file": self.init_file, "arrays": self.init_arrays}, "files": self.files}
         if self.quantization is not None:
             out["quantization"] = self.quantization
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.to_dict()
         return out
 
     def to_json(self) -> bytes:
@@ -270,6 +276,19 @@ def _init_arrays(init: dict, expected: dict[str, list[int]]) -> dict[str, list[i
         if arrays[name] != shape:
             raise BundleError(f"{MANIFEST}: init.arrays.{name} must have shape {shape}, got {arrays[name]}")
     return {name: list(shape) for name, shape in arrays.items()}
+
+
+def _calibration(section: dict) -> Temperature:
+    """`calibration`: the three temperature coefficients and the calibrated ranges of N and K."""
+    for key in CALIBRATION_KEYS:
+        in_range(need(section, key, "number", "calibration"), f"calibration.{key}")
+    for key in ("ways", "shots"):
+        bounds = need(section, key, "list", "calibration")
+        if len(bounds) != 2 or not all(_is(v, "number") for v in bounds) or bounds[0] > bounds[1]:
+            raise BundleError(f"{MANIFEST}: calibration.{key} must be [lowest, highest], got {bounds!r:.60}")
+        for v in bounds:
+            in_range(v, "calibration.range", shown=f"calibration.{key}")
+    return Temperature.from_dict(section)
 
 
 def _files(m: dict) -> dict[str, str]:

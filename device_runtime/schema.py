@@ -29,6 +29,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "adapt.lr": (1e-12, 1e3),
     "opset": (7, 30),
     "shape dimension": (0, 1 << 20),
+    "calibration.log_temperature": (-20.0, 20.0),
+    "calibration.per_log_ways": (-10.0, 10.0),
+    "calibration.per_log_shots": (-10.0, 10.0),
+    "calibration.range": (1, 1 << 20),  # the calibrated N and K
 }
 MAX_FILES = 16  # a bundle holds 5 files
 MAX_NAME = 255

@@ -180,7 +180,8 @@ def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset:
                                                                                           dm.feature_dim),
                     init_file="init.npz", init_arrays=init_arrays(dm.feature_dim, learned_lr),
                     files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-                    batch_statistics=dm.batch_statistics, quantization=quantization)
+                    batch_statistics=dm.batch_statistics, quantization=quantization,
+                    calibration=None if dm.learner.head.temperature.identity else dm.learner.head.temperature)
 
 
 def _bundle_path(out: Path, single_file: bool) -> Path:

@@ -70,7 +70,8 @@ def adapt_step_fn(dm: DeployModel) -> Callable[..., tuple[torch.Tensor, torch.Te
 
 
 def predict_fn(dm: DeployModel) -> Callable[..., torch.Tensor]:
-    """(W, b, features) → class probabilities, with the learner's own head maths."""
+    """(W, b, features) → class probabilities, with the learner's own head maths (at temperature 1: the runtime
+    tempers them with the manifest's calibration, which depends on the task's N and K)."""
     learner, p = dm.learner, _meta(dm)
 
     def predict(weight, bias, features):  # noqa: ANN001, ANN202 (traced)

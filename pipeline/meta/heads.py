@@ -11,7 +11,7 @@ Initialisation rules (`init`):
 - `learned`: one shared class vector w (D,) and bias b, replicated per class (zero-symmetry init;
   Ye & Chao, "How to train your MAML to excel in few-shot classification", ICLR 2022);
 - `proto`: from the support features' class means μ_c (Proto-MAML; Triantafillou et al. 2020):
-  linear W_c = 2·μ_c, b_c = −‖μ_c‖², which ranks classes exactly as −‖f − μ_c‖² does; cosine W_c = μ_c;
+  linear W_c = 2·μ_c, b_c = −‖μ_c‖², which ranks classes exactly as −‖f − μ_c‖² does; cosine W_c = μ_c/‖μ_c‖;
 - `zero`: W = 0, b = 0.
 """
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtl.device_runtime.calibration import Temperature
 from mtl.device_runtime.schema import HEAD_INITS
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models.heads import COSINE_INIT_SCALE
@@ -63,6 +64,9 @@ class TaskHead(nn.Module):
         if rule not in self.rules:
             raise ConfigError(f"the {self.kind} head starts from {' or '.join(self.rules)}, not {rule!r}")
         self.dim, self.rule = dim, rule
+        # probabilities are softmax(T · logits), T = temperature.at(N, K): post-hoc temperature scaling (Guo et al.
+        # 2017) fitted on validation classes (`pipeline.train.calibrate`); confidences only, never a prediction
+        self.temperature = Temperature()
         if rule == "learned":
             self.init_weight = nn.Parameter(torch.zeros(dim))
             self.init_bias = nn.Parameter(torch.zeros(()))
@@ -126,7 +130,9 @@ class CosineTaskHead(TaskHead):
         self.log_scale = nn.Parameter(torch.tensor(math.log(COSINE_INIT_SCALE)))
 
     def from_means(self, means: torch.Tensor) -> Params:
-        return {"head.weight": means, "head.bias": means.new_zeros(means.shape[0])}
+        # unit class vectors: the logits see only their direction, but a gradient step's effect scales with
+        # 1/‖W_c‖², so the class means of raw features (norms in the tens) would make SGD a no-op
+        return {"head.weight": F.normalize(means, dim=-1), "head.bias": means.new_zeros(means.shape[0])}
 
     def logits(self, p: Params, fast: Params, feats: torch.Tensor) -> torch.Tensor:
         cosine = F.normalize(feats, dim=-1) @ F.normalize(fast["head.weight"], dim=-1).T

@@ -40,6 +40,7 @@ class LearnerSpec:
     adapt: str = "all"  # what the inner loop adapts: head | all
     scale_shift: bool = False
     freeze_body: bool = False  # a pretrained extractor used as it is: eval mode, running statistics, no gradients
+    running_stats: bool = False  # BatchNorm keeps its (pretrained) running statistics, in eval mode; weights learn
     learn_lr: bool = False
     inner_lr: float = 0.4
     transfer_classes: int = 0  # > 0: a global classifier over the base classes (joint meta-transfer)
@@ -113,8 +114,9 @@ class MetaLearner(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        """The body is a pretrained extractor kept as it is (MTL modulates it; a transfer learner uses it)."""
-        return self.spec.scale_shift or self.spec.freeze_body
+        """The body normalises with running statistics in eval mode, never per task: a pretrained extractor kept
+        as it is (MTL modulates it, a transfer learner uses it), or fine-tuned with its statistics fixed."""
+        return self.spec.scale_shift or self.spec.freeze_body or self.spec.running_stats
 
     def train(self, mode: bool = True) -> MetaLearner:
         super().train(mode)

@@ -92,10 +92,12 @@ def _plot_run(ax: Axes, x: list[float], y: list[float], run: RunHistory, band: b
 
 
 def steps_curve(steps: Sequence[int], mean: Sequence[float], ci95: Sequence[float], title: str,
-                y_label: str = "query accuracy") -> Figure:
-    """Accuracy after 0 … S adaptation steps: the mean with its 95% confidence band."""
-    figure = _figure(1)
-    ax = figure.subplots()
+                y_label: str = "query accuracy", reliability: Sequence[dict[str, float]] = ()) -> Figure:
+    """Accuracy after 0 … S adaptation steps (the mean with its 95% confidence band) and, given the bins of the
+    last step, its reliability diagram (accuracy against confidence of the top-1 probability)."""
+    figure = _figure(2 if reliability else 1)
+    axes = figure.subplots(1, 2 if reliability else 1, squeeze=False)[0]
+    ax = axes[0]
     ax.plot(steps, mean, marker="o", markersize=4, label="mean over episodes")
     ax.fill_between(steps, [m - c for m, c in zip(mean, ci95, strict=True)],
                     [m + c for m, c in zip(mean, ci95, strict=True)], alpha=0.25, linewidth=0, label="95% CI")
@@ -106,14 +108,38 @@ def steps_curve(steps: Sequence[int], mean: Sequence[float], ci95: Sequence[floa
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title(title, fontsize="medium")
+    if reliability:
+        _reliability(axes[1], reliability, steps[-1])
     return figure
 
 
+def _reliability(ax: Axes, bins: Sequence[dict[str, float]], steps: int) -> None:
+    """Bars of accuracy per confidence bin (width = bin), the diagonal of perfect calibration, and the counts."""
+    width = 1.0 / len(bins)
+    lefts = [i * width for i in range(len(bins))]
+    used = [(x, b) for x, b in zip(lefts, bins, strict=True) if b["count"]]
+    ax.bar([x for x, _ in used], [b["accuracy"] for _, b in used], width=width, align="edge", alpha=0.7,
+           edgecolor="black", label="accuracy in the bin")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    total = sum(b["count"] for b in bins)
+    ece = sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins) if total else math.nan
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("top-1 probability")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability after {steps} steps: ECE {ece:.3f} ({len(bins)} bins, {total} queries)",
+                 fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+
+
 def save_step_plot(curve: Evaluation, path: Path) -> None:
-    """`mtl evaluate --plot`: the accuracy-vs-steps figure of `curve`, written atomically to `path`."""
+    """`mtl evaluate --plot`: accuracy against adaptation steps and the reliability diagram of the last step,
+    written atomically to `path`."""
     r = curve.results[-1]
     title = (f"{Path(curve.source).name}: {r.ways}-way {r.shots}-shot, {r.episodes} episodes, "
              f"{r.queries} queries/class\n{curve.classes} of {curve.data}")
     figure = steps_curve(list(curve.steps), [x.mean for x in curve.results],
-                         [x.ci95 if math.isfinite(x.ci95) else 0.0 for x in curve.results], title)
+                         [x.ci95 if math.isfinite(x.ci95) else 0.0 for x in curve.results], title,
+                         reliability=r.reliability)
     atomic_write_bytes(path, png(figure))

@@ -24,7 +24,7 @@ from mtl.pipeline.meta.learner import MetaLearner
 from mtl.pipeline.models.heads import COSINE_INIT_SCALE
 from mtl.pipeline.models.task_batchnorm import TaskBatchNorm2d
 from mtl.pipeline.train.common import StepCallback, embed, normalize, resolve_device
-from mtl.pipeline.train.evaluate import EpisodeSet, EvalConfig
+from mtl.pipeline.train.evaluate import EpisodeScores, EpisodeSet, EvalConfig
 
 CHUNK = 50  # episodes per vmapped call
 
@@ -43,9 +43,14 @@ def _labels(episodes: EpisodeSet, per_class: int, device: torch.device) -> torch
     return torch.arange(episodes.cfg.ways, device=device).repeat_interleave(per_class)
 
 
-def _correct(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Logits (B, S, Q, N) and class-major labels (Q,) → per-episode accuracy (B, S)."""
-    return (outputs.argmax(-1) == labels).float().mean(-1)
+def _scored(outputs: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> EpisodeScores:
+    """Logits (B, S, Q, N) and class-major labels (Q,) → per-episode accuracy (B, S), and the top-1 probability
+    (at `temperature`) and correctness of every query after the last step (B·Q,), with its logits (B·Q, N)."""
+    hits = outputs.argmax(-1) == labels
+    last = outputs[:, -1].float()
+    probs = torch.softmax(temperature * last, dim=-1)
+    return EpisodeScores(hits.float().mean(-1).cpu(), probs.max(-1).values.flatten().cpu(),
+                         hits[:, -1].flatten().cpu(), last.flatten(0, 1).cpu())
 
 
 class TorchBackend:
@@ -55,7 +60,7 @@ class TorchBackend:
         self.learner, self.device, self.method = learner.to(device), device, method
         self.per_image = learner.frozen and not has_batch_statistics(learner.body)
 
-    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor:
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
         learner, device, cfg = self.learner, self.device, episodes.cfg
         p = {n: t.detach() for n, t in learner.state_params().items()}
         support_labels, query_labels = _labels(episodes, cfg.shots, device), _labels(episodes, cfg.queries, device)
@@ -72,11 +77,11 @@ class TorchBackend:
 
                 with torch.no_grad():
                     outputs = vmap(one, randomness="same")(sx, qx)  # (B, S, Q, N)
-                out.append(_correct(outputs, query_labels).cpu())
+                out.append(_scored(outputs, query_labels, learner.head.temperature.at(cfg.ways, cfg.shots)))
                 on_step("episodes", part.stop, episodes.support.shape[0], {})
         finally:
             learner.train(was_training)
-        return torch.cat(out)
+        return EpisodeScores.cat(out)
 
     def _features(self, episodes: EpisodeSet) -> torch.Tensor:
         """Every used image embedded once (eval mode: running statistics), rows of a (T, D) table."""
@@ -128,7 +133,7 @@ class FinetuneBackend:
                               "of a model normalised with per-task batch statistics; use --method adapt or prototype")
         self.torch = TorchBackend(learner, device, "finetune")
 
-    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor:
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
         if len(steps) > 1:
             raise ConfigError("--method finetune trains its own head; there is no curve over adaptation steps")
         cfg, table = episodes.cfg, self.torch._features(episodes)
@@ -138,9 +143,9 @@ class FinetuneBackend:
             logits = finetune_logits(table[episodes.support[part].to(table.device)],
                                      table[episodes.query[part].to(table.device)], cfg.ways, cfg.finetune_steps,
                                      cfg.finetune_lr)
-            out.append(_correct(logits[:, None], labels).cpu())
+            out.append(_scored(logits[:, None], labels))
             on_step("episodes", part.stop, episodes.support.shape[0], {})
-        return torch.cat(out)
+        return EpisodeScores.cat(out)
 
 
 def finetune_logits(support: torch.Tensor, query: torch.Tensor, ways: int, steps: int, lr: float) -> torch.Tensor:
@@ -172,7 +177,7 @@ class BundleBackend:
     def __init__(self, bundle: Any) -> None:
         self.bundle = bundle
 
-    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor:
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
         from mtl.device_runtime.adapter import default_lr, head_trajectory
         from mtl.device_runtime.preprocess import normalize as device_normalize
 
@@ -192,13 +197,17 @@ class BundleBackend:
         lr, wanted, out = default_lr(bundle), set(steps), []
         for i, (s, q) in enumerate(zip(episodes.support.numpy(), episodes.query.numpy(), strict=True)):
             sf, qf = (table[s], table[q]) if table is not None else (embedded(s), embedded(q))
-            row = {k: float((bundle.predict_proba(w, b, qf).argmax(1) == query_labels).mean())
-                   for k, (w, b, _) in enumerate(head_trajectory(bundle, sf, support_labels, cfg.ways, steps[-1], lr))
-                   if k in wanted}
-            out.append([row[k] for k in steps])
+            probs = {k: bundle.predict_proba(w, b, qf, shots=cfg.shots)
+                     for k, (w, b, _) in enumerate(head_trajectory(bundle, sf, support_labels, cfg.ways, steps[-1], lr))
+                     if k in wanted}
+            last = probs.get(steps[-1], probs[max(probs)])
+            out.append(EpisodeScores(
+                torch.tensor([[float((probs.get(k, last).argmax(1) == query_labels).mean()) for k in steps]],
+                             dtype=torch.float64),
+                torch.from_numpy(last.max(1)), torch.from_numpy(last.argmax(1) == query_labels)))
             if table is None or i + 1 == len(episodes.support):
                 on_step("episodes", i + 1, len(episodes.support), {})
-        return torch.tensor(out, dtype=torch.float64)
+        return EpisodeScores.cat(out)
 
 
 def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[Any, dict[str, Any], int]:

@@ -67,6 +67,8 @@ class EvalResult:
     # the score of every episode, in episode order: what paired comparisons of two methods on the same
     # episodes need (the mean alone cannot tell a systematic difference from episode noise)
     per_episode: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    ece: float | None = None  # expected calibration error of the top-1 probability (15 bins), when measured
+    reliability: tuple[dict[str, float], ...] = field(default=(), repr=False, compare=False)  # its bins
 
     @classmethod
     def of_episodes(cls, scores: torch.Tensor | Sequence[float], cfg: EvalConfig, method: str,
@@ -78,10 +80,13 @@ class EvalResult:
                    method, metric, tuple(scores.tolist()))
 
     def to_dict(self) -> dict:
-        """JSON-ready: the mean under the metric's name, `per_episode` as a list."""
+        """JSON-ready: the mean under the metric's name, `per_episode` as a list, `ece` when measured."""
         data = asdict(self)
         data["per_episode"] = list(self.per_episode)
         data[self.metric] = data.pop("mean")
+        data.pop("reliability")
+        if data["ece"] is None:
+            data.pop("ece")
         return data
 
 
@@ -126,21 +131,58 @@ def draw_episodes(data: ClassImages, cfg: EvalConfig) -> EpisodeSet:
     return EpisodeSet(cpu, support, query, cfg)
 
 
+@dataclass(frozen=True)
+class EpisodeScores:
+    """What a backend measured: per-episode accuracy (E, S) after each step asked for, and the top-1 probability
+    and correctness of every query after the last step (E·Q,), for calibration."""
+
+    accuracy: torch.Tensor
+    confidence: torch.Tensor
+    correct: torch.Tensor
+    logits: torch.Tensor | None = None  # (E·Q, N) after the last step, where the backend has them (calibration)
+
+    @classmethod
+    def cat(cls, parts: Sequence[EpisodeScores]) -> EpisodeScores:
+        fields = ["accuracy", "confidence", "correct"]
+        fields += ["logits"] if all(p.logits is not None for p in parts) else []
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+
 class Backend(Protocol):
-    """What adapts: `scores(episodes, steps, on_step)` → per-episode accuracy (E, len(steps)) after each of
-    `steps` (sorted) adaptation steps; `method` names it in results."""
+    """What adapts: `scores(episodes, steps, on_step)` → `EpisodeScores` after each of `steps` (sorted)
+    adaptation steps; `method` names it in results."""
 
     method: str
 
-    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> torch.Tensor: ...
+    def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores: ...
+
+
+ECE_BINS = 15
+
+
+def calibration(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> dict[str, Any]:
+    """Expected calibration error of top-1 probabilities (Guo et al. 2017): Σ_b n_b/N · |accuracy_b − confidence_b|
+    over `bins` equal-width confidence bins, and the bins themselves (the reliability diagram)."""
+    confidence, correct = confidence.double().flatten(), correct.double().flatten()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    index = torch.bucketize(confidence, edges[1:-1], right=True)  # bin b holds (edges[b], edges[b+1]]
+    counts = torch.bincount(index, minlength=bins).double()
+    acc = torch.bincount(index, weights=correct, minlength=bins) / counts.clamp(min=1)
+    conf = torch.bincount(index, weights=confidence, minlength=bins) / counts.clamp(min=1)
+    ece = float((counts / counts.sum() * (acc - conf).abs()).sum()) if counts.sum() else float("nan")
+    return {"ece": ece, "bins": [{"confidence": float(c), "accuracy": float(a), "count": int(n)}
+                                 for c, a, n in zip(conf, acc, counts, strict=True)]}
 
 
 def evaluate(backend: Backend, data: ClassImages, cfg: EvalConfig, steps: int, *, curve: bool = False,
              on_step: StepCallback = no_progress) -> list[EvalResult]:
     """The one pass: results after 0, 1, …, `steps` steps (`curve`) or after `steps` only, same episodes."""
     wanted = list(range(steps + 1)) if curve else [steps]
-    scores = backend.scores(draw_episodes(data, cfg), wanted, on_step)  # (E, len(wanted))
-    return [EvalResult.of_episodes(scores[:, k], cfg, backend.method) for k in range(len(wanted))]
+    scores = backend.scores(draw_episodes(data, cfg), wanted, on_step)
+    results = [EvalResult.of_episodes(scores.accuracy[:, k], cfg, backend.method) for k in range(len(wanted))]
+    calibrated = calibration(scores.confidence, scores.correct)
+    results[-1] = dataclasses.replace(results[-1], ece=calibrated["ece"], reliability=tuple(calibrated["bins"]))
+    return results
 
 
 def held_out(data_spec: str, splits: dict[str, list[str]], input_spec: InputSpec | None) -> tuple[ClassImages, str]:

@@ -41,21 +41,24 @@ def prepare(cfg: MetaTrainConfig, device: torch.device, part: slice | None = Non
     image_size = InputSpec.from_dict(init.meta["input"]).size if init else cfg.image_size
     data = load_data(cfg.data, image_size=image_size, download=cfg.download)
     splits = Splits.from_dict(init.meta["splits"]) if init else make_splits(data, fractions=cfg.split,
-                                                                             seed=cfg.split_seed)
+                                                                             seed=cfg.split_seed, by=cfg.split_by)
     train = data.subset(splits.indices(data, "train"))
     val = data.subset(splits.indices(data, "val"))
     train = train.with_rotations() if cfg.rotations else train
     alg = get_algorithm(cfg.algorithm)
     spec = alg.spec(LearnerInputs(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
-                                  options=dict(model.options) if model else {}, head=cfg.head,
+                                  options=dict(model.options) if model else dict(cfg.backbone_options), head=cfg.head,
                                   head_init=cfg.head_init, adapt=cfg.adapt, inner_lr=cfg.inner_lr,
                                   train_classes=train.num_classes))
     body = {k[len("backbone."):]: v for k, v in init.model.items() if k.startswith("backbone.")} if init else None
     torch.manual_seed(cfg.seed)
     learner = alg.build(spec, body).to(device)
     tasks = ImageTasks(train.to(device), cfg.ways, cfg.shots, cfg.queries, cfg.meta_batch, cfg.seed, part)
-    EpisodeSampler(val, cfg.ways, cfg.shots, cfg.queries)  # a too-small validation split fails now, not later
-    val_cfg = EvalConfig(cfg.ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=cfg.seed)
+    # validation episodes have the training shape, with at most as many ways as there are validation classes
+    # (Snell et al. train Omniglot 60-way; a validation split of a few alphabets has fewer characters)
+    val_ways = min(cfg.ways, val.num_classes)
+    EpisodeSampler(val, val_ways, cfg.shots, cfg.queries)  # a too-small validation split fails now, not later
+    val_cfg = EvalConfig(val_ways, cfg.shots, cfg.queries, cfg.val_episodes, seed=cfg.seed)
 
     validator = TorchBackend(learner, device)
 

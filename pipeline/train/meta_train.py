@@ -24,6 +24,7 @@ from mtl.pipeline.meta.algorithm import Algorithm
 from mtl.pipeline.meta.batch import Hyper
 from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
 from mtl.pipeline.models import BACKBONES
+from mtl.pipeline.train.calibrate import Calibration, calibrate_checkpoint
 from mtl.pipeline.train.checkpoint import (
     Checkpoint,
     flatten_optimizer,
@@ -48,6 +49,7 @@ class MetaTrainConfig:
     algorithm: str = "maml"
     init: str | None = None
     backbone: str = "conv4"
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # without --init; with it, the checkpoint's
     head: str = "linear"
     head_init: str = "learned"
     adapt: str | None = None
@@ -66,7 +68,8 @@ class MetaTrainConfig:
     hard_tasks: bool = False
     image_size: int | None = None
     rotations: bool = False
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # without --init; with it, the checkpoint's split
+    split_by: str = "auto"
     split_seed: int = 0
     seed: int = 0
     val_every: int = 100
@@ -75,11 +78,13 @@ class MetaTrainConfig:
     resume: bool = False
     download: bool = False
     nproc: int = 1  # processes on this machine, launched through torch.distributed (one GPU each on CUDA)
+    max_seconds: float | None = None  # stop (validated and checkpointed) once training has run this long
+    calibrate_episodes: int = 100  # per cell, on the validation classes, at the end (0: leave uncalibrated)
 
     def __post_init__(self) -> None:
         alg = get_algorithm(self.algorithm)
         if self.data != "sinusoid":
-            BACKBONES.resolve(self.backbone)  # an unknown name lists the registered ones, before any data is read
+            BACKBONES.check_options(self.backbone, self.backbone_options)  # names listed, before any data is read
         parsed = alg.parse_options(self.options)  # typed, with every default: config.json says all of them
         object.__setattr__(self, "options", dataclasses.asdict(parsed))
         if self.adapt not in (None, "head", "all"):
@@ -95,10 +100,14 @@ class MetaTrainConfig:
             raise ConfigError(f"--chunk must be ≥ 0 (0 = whole meta-batch), got {self.chunk}")
         if self.nproc < 1:
             raise ConfigError(f"--nproc must be ≥ 1, got {self.nproc}")
+        if self.max_seconds is not None and not (0 < self.max_seconds < math.inf and self.nproc == 1):
+            raise ConfigError(f"--max-seconds must be positive and finite, with one process; got {self.max_seconds}")
         if self.meta_batch % self.nproc:
             raise ConfigError(f"--meta-batch {self.meta_batch} does not split evenly over --nproc {self.nproc}; "
                               f"choose a multiple of {self.nproc}")
         EvalConfig(self.ways, self.shots, self.queries, self.val_episodes)
+        if self.calibrate_episodes < 0:
+            raise ConfigError(f"calibration episodes must be ≥ 0 (0: none), got {self.calibrate_episodes}")
 
     def hyper(self, device: torch.device | None = None) -> Hyper:
         cuda = device is not None and device.type == "cuda"
@@ -113,6 +122,7 @@ class MetaTrainResult:
     iterations: int
     best_val: float
     last: dict
+    calibration: Calibration | None = None  # the device settings chosen at the end (`pipeline.train.calibrate`)
 
 
 def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> MetaTrainResult:
@@ -135,6 +145,7 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     record: dict = {}
     window = torch.zeros((), device=device)
     began = time.perf_counter()
+    done, since = start, 0
     for it in range(start, cfg.iterations):
         metrics = update(setup.learner, setup.tasks.sample(), optimizers, hp)
         if "chunk" in metrics and int(metrics["chunk"]) != hp.chunk:  # the meta-batch did not fit at once
@@ -142,23 +153,29 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
         if cfg.hard_tasks and "worst_classes" in metrics:
             update(setup.learner, setup.tasks.hard(ranks.gather(metrics["worst_classes"])), optimizers, hp)
         window += metrics["loss"].detach()
-        on_step("iteration", it + 1, cfg.iterations, {})
-        if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
+        done, since = it + 1, since + 1
+        on_step("iteration", done, cfg.iterations, {})
+        out_of_time = cfg.max_seconds is not None and time.perf_counter() - began >= cfg.max_seconds
+        if done % cfg.val_every == 0 or done == cfg.iterations or out_of_time:
             ranks.all_reduce_mean([window])
-            if not ranks.lead:  # rank 0 alone validates, logs and checkpoints
-                window.zero_()
-                continue
-            record = _validate(setup, it + 1, float(window) / cfg.val_every, optimizers, began)
-            improved = record["val_score"] > best
-            best = max(best, record["val_score"])
-            run.log(record)
-            _save(run, setup, alg, optimizers, {**setup.meta, "iteration": it + 1, "best_val": best,
-                                                 "metrics": record}, improved)
-            on_step("validation", it + 1, cfg.iterations, record)
+            if ranks.lead:  # rank 0 alone validates, logs and checkpoints
+                record = _validate(setup, done, float(window) / since, optimizers, began)
+                improved = record["val_score"] > best
+                best = max(best, record["val_score"])
+                run.log(record)
+                _save(run, setup, alg, optimizers, {**setup.meta, "iteration": done, "best_val": best,
+                                                     "metrics": record}, improved)
+                on_step("validation", done, cfg.iterations, record)
             window.zero_()
+            since = 0
+        if out_of_time:
+            break
     if owns_group:
         ranks.stop()
-    return MetaTrainResult(str(run.path), cfg.iterations, best, record)
+    calibration = None
+    if ranks.lead and cfg.calibrate_episodes and cfg.data != "sinusoid":
+        _, calibration = calibrate_checkpoint(run.path, cfg.calibrate_episodes, cfg.seed, cfg.device)
+    return MetaTrainResult(str(run.path), done, best, record, calibration)
 
 
 def fast_cuda_math(device: torch.device) -> None:

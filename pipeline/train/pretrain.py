@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mtl.pipeline.config import config_to_dict
 from mtl.pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
+from mtl.pipeline.data.splits import METHODS as SPLIT_METHODS
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.models import BACKBONES, FewShotModel, ModelSpec, build_model
 from mtl.pipeline.train.augment import random_affine
+from mtl.pipeline.train.calibrate import Calibration, calibrate_checkpoint
 from mtl.pipeline.train.checkpoint import (
     Checkpoint,
     flatten_optimizer,
@@ -42,6 +45,7 @@ class PretrainConfig:
     data: str = "synthetic"
     out: str = "runs/pretrain"
     backbone: str = "conv4"
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # the builder's options, e.g. {"width": 128}
     head: str = "linear"
     image_size: int | None = None
     epochs: int = 10
@@ -50,28 +54,44 @@ class PretrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True
+    augment_rotate: float = 10.0  # degrees
+    augment_scale: float = 0.1
+    augment_shift: float = 0.1  # of the image size
+    augment_shear: float = 0.0
     rotations: bool = False
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    flips: bool = False  # mirrored copies as new classes too (with rotations: all 8 symmetries of the square)
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, val, test; test 0: nothing held out (deploy)
+    split_by: str = "auto"  # auto | superclass | class | superclass-test (pipeline.data.splits)
     split_seed: int = 0
     seed: int = 0
     val_ways: int = 5
     val_shots: int = 1
     val_queries: int = 15
     val_episodes: int = 200
+    calibrate_episodes: int = 200  # per cell, on the validation classes, at the end (0: leave uncalibrated)
     device: str = "auto"
     resume: bool = False
     download: bool = False
 
     def __post_init__(self) -> None:
-        BACKBONES.resolve(self.backbone)  # an unknown name lists the registered ones, before any data is read
+        BACKBONES.check_options(self.backbone, self.backbone_options)  # names listed, before any data is read
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch size must be ≥ 1, got {self.epochs} and {self.batch_size}")
         if not (0 < self.lr < math.inf and 0 <= self.momentum < 1 and 0 <= self.weight_decay < math.inf):
             raise ConfigError(f"need lr > 0, 0 ≤ momentum < 1, weight decay ≥ 0; got {self.lr}, "
                               f"{self.momentum}, {self.weight_decay}")
-        if len(self.split) != 3 or min(self.split) <= 0:
-            raise ConfigError(f"split needs three positive fractions (train, val, test), got {self.split}")
+        augment = (self.augment_rotate, self.augment_scale, self.augment_shift, self.augment_shear)
+        if not all(0 <= a < math.inf for a in augment) or self.augment_scale >= 1:
+            raise ConfigError(f"augmentation strengths must be ≥ 0 and finite (scale < 1), got rotate, scale, shift, "
+                              f"shear = {augment}")
+        if len(self.split) != 3 or min(self.split[:2]) <= 0 or self.split[2] < 0:
+            raise ConfigError(f"split needs three fractions (train, val, test), train and val positive, got "
+                              f"{self.split}")
+        if self.split_by not in SPLIT_METHODS:
+            raise ConfigError(f"unknown --split-by {self.split_by!r}; choose from {', '.join(SPLIT_METHODS)}")
         EvalConfig(self.val_ways, self.val_shots, self.val_queries, self.val_episodes)
+        if self.calibrate_episodes < 0:
+            raise ConfigError(f"calibration episodes must be ≥ 0 (0: none), got {self.calibrate_episodes}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,7 @@ class PretrainResult:
     epochs: int
     best_val_accuracy: float
     last: dict
+    calibration: Calibration | None = None  # the device settings chosen at the end (`pipeline.train.calibrate`)
 
 
 def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> PretrainResult:
@@ -87,12 +108,12 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
     device = resolve_device(cfg.device)
     run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
     data = load_data(cfg.data, image_size=cfg.image_size, download=cfg.download)
-    splits = make_splits(data, fractions=cfg.split, seed=cfg.split_seed)
+    splits = make_splits(data, fractions=cfg.split, seed=cfg.split_seed, by=cfg.split_by)
     train, val = _split_data(data, splits, cfg)
     run.create()  # the data is fine: only now does the run directory appear
     run.write_splits(splits.to_dict())
     spec = ModelSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
-                     head=cfg.head, n_classes=train.num_classes)
+                     head=cfg.head, n_classes=train.num_classes, options=cfg.backbone_options)
     torch.manual_seed(cfg.seed)
     model = build_model(spec).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
@@ -116,7 +137,10 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
         run.log(record)  # before the checkpoint: a resume truncates records past its epoch
         _save(run, model, optimizer, {**meta, "epoch": epoch + 1, "best_val": best, "metrics": record}, improved)
         on_step("epoch", epoch + 1, cfg.epochs, record)
-    return PretrainResult(str(run.path), cfg.epochs, best, record)
+    calibration = None
+    if cfg.calibrate_episodes:
+        _, calibration = calibrate_checkpoint(run.path, cfg.calibrate_episodes, cfg.seed, cfg.device)
+    return PretrainResult(str(run.path), cfg.epochs, best, record, calibration)
 
 
 def _split_data(data: ClassImages, splits: Splits, cfg: PretrainConfig) -> tuple[ClassImages, ClassImages]:
@@ -126,7 +150,8 @@ def _split_data(data: ClassImages, splits: Splits, cfg: PretrainConfig) -> tuple
         raise ConfigError(f"the validation split has {val.num_classes} classes, fewer than "
                           f"--val-ways {cfg.val_ways}")
     EpisodeSampler(val, cfg.val_ways, cfg.val_shots, cfg.val_queries)  # fail now, not after an epoch
-    return (train.with_rotations() if cfg.rotations else train), val
+    train = train.with_rotations() if cfg.rotations else train
+    return (train.with_flips() if cfg.flips else train), val
 
 
 def _maybe_resume(run: RunDir, cfg: PretrainConfig, model: FewShotModel,
@@ -160,7 +185,8 @@ def _train_epoch(model: FewShotModel, optimizer: torch.optim.Optimizer, train: C
             group["lr"] = lr
         x = normalize(train.images[idx], train.spec)
         if cfg.augment:
-            x = random_affine(x, generator, hflip=train.spec.channels == 3)
+            x = random_affine(x, generator, degrees=cfg.augment_rotate, scale=cfg.augment_scale,
+                              translate=cfg.augment_shift, shear=cfg.augment_shear, hflip=train.spec.channels == 3)
         with autocast(device):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), labels[idx])

@@ -17,8 +17,9 @@ from mtl.pipeline.atomic import append_jsonl, atomic_write_json, atomic_write_te
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.train.checkpoint import load_checkpoint
 
-# Options that may change between a run and its resume without changing the computation's result.
-RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download", "nproc"})
+# Options that may change between a run and its resume without changing the computation's result (the
+# closing calibration writes only `meta.device`, and `mtl calibrate` can redo it at any time).
+RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download", "nproc", "calibrate_episodes"})
 
 
 def changed_options(saved: dict[str, Any], config: dict[str, Any]) -> str:

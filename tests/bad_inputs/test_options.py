@@ -11,7 +11,8 @@ import pytest
 
 from tests.bad_inputs.helpers import fails_cleanly, snapshot
 
-META = ["meta-train", "--data", "synthetic:20", "--iterations", "1", "--device", "cpu", "-q"]
+META = ["meta-train", "--data", "synthetic:20", "--iterations", "1", "--device", "cpu", "--calibrate-episodes", "0",
+        "-q"]
 
 
 @pytest.mark.parametrize("flag, value, culprit", [

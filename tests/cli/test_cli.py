@@ -45,10 +45,11 @@ def test_evaluate_json_of_one_episode_is_strict_json_with_a_null_interval(pretra
 
 
 def test_evaluate_human_output_shows_the_interval(pretrained_run):
-    out, _ = pretrained_run
+    out, result = pretrained_run
+    steps = result.calibration.steps  # chosen on the validation classes, as its bundle adapts
     result = runner.invoke(app, ["evaluate", str(out), "--episodes", "30", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
-    assert "5-way 1-shot adapt, 10 steps:" in result.stdout and "± " in result.stdout  # as its bundle adapts
+    assert f"5-way 1-shot adapt, {steps} steps:" in result.stdout and "± " in result.stdout
 
 
 def test_missing_checkpoint_is_one_line_exit_1(tmp_path):
@@ -81,6 +82,7 @@ def test_bad_option_value_is_a_usage_error(tmp_path):
 def test_pretrain_from_the_cli_writes_a_run(tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(app, ["pretrain", "--data", "synthetic:30", "--epochs", "1", "--out", str(out),
-                                 "--device", "cpu", "-q"])
+                                 "--device", "cpu", "--calibrate-episodes", "5", "-q"])
     assert result.exit_code == 0, result.output
     assert (out / "best.safetensors").is_file() and "best validation" in result.stdout
+    assert "device settings (validation classes)" in result.stdout

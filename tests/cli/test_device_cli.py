@@ -168,3 +168,31 @@ def test_an_error_names_a_markup_like_folder_as_it_is(bundle, tmp_path):
     result = runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "adapted")])
     assert result.exit_code == 1
     assert f"error: class folder {support / '[red]cats'} has no images" in result.output
+
+
+def test_evaluate_runs_scores_a_bundle_on_lake_style_runs_without_torch(bundle, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from mtl.device_runtime.lake_runs import write_runs
+    from tests.device_runtime.bundle_factory import glyph
+
+    rng = np.random.default_rng(0)
+
+    def png(array):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    runs = write_runs({f"a/c{c}": [png(glyph(c, rng)) for _ in range(2)] for c in range(4)}, tmp_path / "runs",
+                      runs=3, ways=4)
+    result = runner.invoke(app, ["evaluate", str(bundle), "--runs", str(runs), "--steps", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["protocol"] == "lake2015-one-shot" and payload["runs"] == 3 and payload["accuracy"] == 1.0
+    result = runner.invoke(app, ["evaluate", str(bundle), "--runs", str(runs)])
+    assert result.exit_code == 0 and "4-way one-shot runs (Lake et al. 2015): 100.00%" in result.stdout
+    result = runner.invoke(app, ["evaluate", str(tmp_path), "--runs", str(runs)])
+    assert result.exit_code == 2 and "export" in result.stderr

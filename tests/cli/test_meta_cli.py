@@ -8,7 +8,8 @@ from mtl.pipeline.algorithms import algorithm_names, get_algorithm
 
 runner = CliRunner()
 FAST = ["--data", "synthetic:30", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "2",
-        "--inner-steps", "1", "--iterations", "2", "--val-every", "2", "--val-episodes", "4", "--device", "cpu", "-q"]
+        "--inner-steps", "1", "--iterations", "2", "--val-every", "2", "--val-episodes", "4", "--device", "cpu",
+        "--calibrate-episodes", "0", "-q"]
 
 
 @pytest.mark.parametrize("algorithm", algorithm_names())

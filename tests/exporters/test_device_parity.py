@@ -14,15 +14,16 @@ from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_equivalent, assert_float_close
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=3, iterations=4, val_every=4,
-            val_episodes=4, device="cpu")
+            val_episodes=4, device="cpu", calibrate_episodes=5)
 
 
 @pytest.fixture(scope="module", params=[("linear", "learned"), ("cosine", "proto"), ("linear", "proto")])
 def mtl_bundle(request, tmp_path_factory, pretrained_run):
     head, head_init = request.param
     root = tmp_path_factory.mktemp(f"mtl-{head}-{head_init}")
+    # uncalibrated: the trained 3 steps of 0.2, where float32 rounding cannot grow through the steps
     meta_train(MetaTrainConfig(out=str(root / "run"), algorithm="mtl", init=str(pretrained_run[0]), head=head,
-                               head_init=head_init, inner_lr=0.2, **FAST))
+                               head_init=head_init, inner_lr=0.2, **dict(FAST, calibrate_episodes=0)))
     export_bundle(root / "run", root / "bundle.mtlb", single_file=True)
     return root / "run", root / "bundle.mtlb"
 
@@ -58,25 +59,41 @@ def test_evaluating_the_bundle_agrees_with_the_checkpoint_on_the_same_episodes(m
     assert_equivalent(on_bundle.per_episode, on_ckpt.per_episode, margin=0.005)
 
 
-def test_a_pretrained_bundle_at_zero_steps_is_the_prototype_classifier(pretrained_run, tmp_path):
+def test_a_pretrained_bundle_at_zero_steps_is_the_cosine_nearest_centroid_classifier(pretrained_run, tmp_path):
+    from mtl.pipeline.train.common import embed
+    from mtl.pipeline.train.evaluate import draw_episodes, held_out
+    from mtl.pipeline.train.learners import load_learner
+
     export_bundle(pretrained_run[0], tmp_path / "b")
     cfg = EvalConfig(ways=5, shots=2, queries=5, episodes=200)
-    prototypes = evaluate_path(pretrained_run[0], None, EvalConfig(ways=5, shots=2, queries=5, episodes=200,
-                                                                   method="prototype"), "cpu").result
     bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu", steps=0).result
-    # W = 2μ, b = −‖μ‖² ranks classes as −‖q − μ‖² does: the same predictions up to float ties
-    assert_equivalent(bundle.per_episode, prototypes.per_episode, margin=0.005)
+    ckpt = load_checkpoint(pretrained_run[0])
+    data, _ = held_out(ckpt.meta["config"]["data"], ckpt.meta["splits"], None)
+    feats = embed(load_learner(ckpt).learner.body, data.images, data.spec, torch.device("cpu"))
+    episodes = draw_episodes(data, cfg)
+    means = feats[episodes.support].view(cfg.episodes, cfg.ways, cfg.shots, -1).mean(2)
+    normalize = torch.nn.functional.normalize
+    nearest = torch.einsum("eqd,end->eqn", normalize(feats[episodes.query], dim=-1),
+                           normalize(means, dim=-1)).argmax(-1)
+    by_hand = (nearest == torch.arange(cfg.ways).repeat_interleave(cfg.queries)).double().mean(-1)
+    # W = μ/‖μ‖ (μ the mean of the raw features), b = 0: the cosine to each class mean, the same predictions up
+    # to float ties
+    assert_equivalent(bundle.per_episode, by_hand.tolist(), margin=0.005)
 
 
 def test_a_pretrained_checkpoint_reports_what_its_bundle_does(pretrained_run, tmp_path):
-    """`mtl evaluate CKPT` of a pretrained extractor is its device learner: the bundle's prototype-initialised
-    head and SGD steps, on the same episodes."""
+    """`mtl evaluate CKPT` of a pretrained extractor is its device learner: the bundle's class-mean-initialised
+    cosine head, its calibrated SGD steps and temperature, on the same episodes — accuracy and confidence."""
+    assert "device" in load_checkpoint(pretrained_run[0]).meta  # pretraining ends with a calibration
     export_bundle(pretrained_run[0], tmp_path / "b")
-    cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=200)
-    on_ckpt = evaluate_path(pretrained_run[0], None, cfg, "cpu")
-    on_bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu")
-    assert on_ckpt.steps == on_bundle.steps
-    assert_equivalent(on_bundle.result.per_episode, on_ckpt.result.per_episode, margin=0.005)
+    for shots in (1, 3):
+        cfg = EvalConfig(ways=5, shots=shots, queries=5, episodes=200)
+        on_ckpt = evaluate_path(pretrained_run[0], None, cfg, "cpu")
+        on_bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu")
+        assert on_ckpt.steps == on_bundle.steps
+        assert_equivalent(on_bundle.result.per_episode, on_ckpt.result.per_episode, margin=0.005)
+        # the bundle tempers predict.onnx's probabilities as the checkpoint's softmax(T(N, K) · logits)
+        assert abs(on_bundle.result.ece - on_ckpt.result.ece) < 0.01
 
 
 @pytest.fixture(scope="module", params=["anil", "protonet"])
@@ -110,7 +127,9 @@ def test_the_adapter_embeds_a_batch_statistics_support_set_as_one_batch(batch_st
     labels = torch.arange(5).repeat_interleave(2)
     with torch.no_grad():  # the trainer's own maths on the whole support set, then on the query batch
         fast = dm.learner.adapt(p, torch.from_numpy(images), labels, 5, dm.steps, first_order=True)
-        want = torch.softmax(dm.learner.predict(p, fast, torch.from_numpy(images[:6])), -1).numpy()
+        logits = dm.learner.predict(p, fast, torch.from_numpy(images[:6]))
+        # the device reads probabilities at the calibrated temperature of a 5-way 2-shot task
+        want = torch.softmax(dm.learner.head.temperature.at(5, 2) * logits, -1).numpy()
     reloaded = Adapter.load(tmp_path / "adapted")  # a class added after a reload changes every feature
     reloaded.add_examples("class4", images[8:])
     reloaded.adapt()

@@ -19,7 +19,7 @@ from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_float_close, float_tolerance
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=2, iterations=2, val_every=2,
-            val_episodes=4, device="cpu")
+            val_episodes=4, device="cpu", calibrate_episodes=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_a_pretrained_checkpoint_exports_a_checked_bundle_with_hashes(pretrained
     report = export_bundle(pretrained_run[0], tmp_path / "bundle")
     bundle = tmp_path / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["schema"] == "mtl-bundle/2" and manifest["head"] == {"type": "linear", "init": "proto"}
+    assert manifest["schema"] == "mtl-bundle/2" and manifest["head"] == {"type": "cosine", "init": "proto"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     for name in ("embed", "init_head", "adapt_step", "predict"):

@@ -5,7 +5,7 @@ from mtl.pipeline.algorithms import algorithm_names, get_algorithm, list_algorit
 from mtl.pipeline.algorithms.joint import JointOptions, shared_parameters, transfer_update
 from mtl.pipeline.algorithms.reptile import adapted_mean, reptile_update
 from mtl.pipeline.errors import ConfigError
-from mtl.pipeline.meta.algorithm import Algorithm
+from mtl.pipeline.meta.algorithm import Algorithm, LearnerInputs
 from mtl.pipeline.meta.batch import Hyper
 from tests.pipeline.meta.tiny import tiny_batch, tiny_learner
 
@@ -13,7 +13,7 @@ JOINT = get_algorithm("joint")
 
 
 def test_unknown_algorithm_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="anil, joint, maml, metasgd, mtl, protonet, reptile"):
+    with pytest.raises(ConfigError, match="anil, joint, maml, metabaseline, metasgd, mtl, protonet, reptile"):
         get_algorithm("mamba")
 
 
@@ -113,3 +113,31 @@ def test_every_update_changes_the_parameters_and_reports_a_loss(name):
     assert any(n.startswith("body.") for n in changed)
     if alg.learn_lr:
         assert any(n.startswith("inner_lrs.") for n in changed)
+
+
+def test_metabaseline_classifies_by_scaled_cosine_to_class_means_and_keeps_running_statistics(batch):
+    """Meta-Baseline (Chen et al. 2021): logits τ·cos(f(q), μ_c), no inner steps; the query loss trains the
+    extractor and τ while BatchNorm keeps the pretrained statistics (eval mode, as the device embeds)."""
+    alg = get_algorithm("metabaseline")
+    spec = alg.spec(LearnerInputs(backbone="conv4", in_channels=1, image_size=8, options={"width": 4, "depth": 2},
+                                  head="linear", head_init="learned", adapt=None, inner_lr=0.3, train_classes=10))
+    assert (spec.head, spec.head_init, spec.adapt, spec.running_stats) == ("cosine", "proto", "head", True)
+    torch.manual_seed(0)
+    learner = alg.build(spec).to(torch.float64)
+    p = dict(learner.named_parameters())
+    b = 0
+    out = alg.task_outputs(learner, p, batch.support[b], batch.support_labels[b], batch.query[b], batch.n_way, 5,
+                           True)
+    learner.train()
+    assert not learner.body.training  # running statistics, even in training mode
+    with torch.no_grad():
+        fs, fq = learner.body(batch.support[b]), learner.body(batch.query[b])
+        means = torch.stack([fs[batch.support_labels[b] == c].mean(0) for c in range(batch.n_way)])
+        cosine = torch.nn.functional.normalize(fq, dim=-1) @ torch.nn.functional.normalize(means, dim=-1).T
+    torch.testing.assert_close(out.detach(), learner.head.log_scale.exp().detach() * cosine)
+    stats = {n: t.clone() for n, t in learner.body.named_buffers()}
+    weights = {n: t.detach().clone() for n, t in learner.named_parameters()}
+    alg.update(learner, batch, alg.optimizers(learner, 1e-2, Hyper(inner_steps=5)), Hyper(inner_steps=5))
+    assert all(torch.equal(t, stats[n]) for n, t in learner.body.named_buffers())
+    moved = [n for n, t in learner.named_parameters() if not torch.equal(t, weights[n])]
+    assert "head.log_scale" in moved and any(n.startswith("body.") for n in moved)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[3]
 ADAM_LR = MetaTrainConfig().outer_lr  # Adam moves a parameter by at most about this much per step
 FAST = ["--data", "synthetic:30", "--ways", "3", "--shots", "1", "--queries", "2", "--meta-batch", "4",
         "--inner-steps", "1", "--val-every", "2", "--val-episodes", "4", "--device", "cpu",
-        "--hard-tasks", "--head-init", "zero", "-q"]
+        "--hard-tasks", "--head-init", "zero", "--calibrate-episodes", "0", "-q"]
 
 
 def mtl(*args: str) -> subprocess.CompletedProcess:
@@ -60,7 +60,7 @@ def assert_same_state(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_two_gloo_processes_resume_a_run_and_end_where_one_process_ends(tmp_path):
     cfg = dict(data="synthetic:30", ways=3, shots=1, queries=2, meta_batch=4, inner_steps=1, val_every=2,
-               val_episodes=4, device="cpu", hard_tasks=True, head_init="zero", iterations=4)
+               val_episodes=4, device="cpu", hard_tasks=True, head_init="zero", iterations=4, calibrate_episodes=0)
     meta_train(MetaTrainConfig(out=str(tmp_path / "one"), **cfg))
 
     def stop_after_first_checkpoint(kind, done, total, info):

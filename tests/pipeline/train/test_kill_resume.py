@@ -22,10 +22,11 @@ from mtl.pipeline.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
 RUNS = {  # each writes a metrics row (and last.safetensors) 6 times
-    "pretrain": ['data = "synthetic:30"', "epochs = 6", "batch_size = 32", "val_episodes = 10", "seed = 3"],
+    "pretrain": ['data = "synthetic:30"', "epochs = 6", "batch_size = 32", "val_episodes = 10", "seed = 3",
+                 "calibrate_episodes = 0"],
     "meta-train": ['data = "synthetic:30"', 'algorithm = "maml"', "ways = 3", "shots = 1", "queries = 2",
                    "meta_batch = 2", "inner_steps = 1", "iterations = 24", "val_every = 4", "val_episodes = 5",
-                   "seed = 3"],
+                   "seed = 3", "calibrate_episodes = 0"],
 }
 KILLS = (signal.SIGKILL, signal.SIGINT)
 

@@ -10,7 +10,7 @@ from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_better, assert_float_close
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=4, inner_steps=2, val_every=10,
-            val_episodes=20, device="cpu")
+            val_episodes=20, device="cpu", calibrate_episodes=0)
 
 
 def test_short_maml_beats_the_untrained_model_on_held_out_classes(tmp_path):

@@ -38,19 +38,20 @@ def test_pretrained_features_beat_chance_by_a_wide_margin_on_unseen_classes(pret
     assert_better(ev.result.per_episode, untrained)  # paired: the same 200 episodes
 
 
-def test_a_pretrained_checkpoint_is_evaluated_as_its_bundle_adapts(pretrained_run):
-    """`auto` is the transfer learner a device gets: prototype-initialised linear head + SGD steps; at 0 steps
-    it is exactly the nearest class mean (the same predictions, paired on the same episodes)."""
-    from mtl.pipeline.train.learners import TRANSFER_STEPS
+def test_a_pretrained_checkpoint_is_evaluated_as_its_bundle_adapts(pretrained_run, tmp_path):
+    """`auto` is the transfer learner a device gets: a cosine head at the class means, then the SGD steps its
+    closing calibration chose; at 0 steps it predicts as its bundle does (paired, the same episodes)."""
+    from mtl.exporters.bundle_export import export_bundle
     from tests.tolerance import assert_equivalent
 
-    out, _ = pretrained_run
+    out, result = pretrained_run
     cfg = EvalConfig(ways=5, shots=1, episodes=100)
     auto = evaluate_path(out, None, cfg, "cpu")
-    assert auto.result.method == "adapt" and auto.steps == [TRANSFER_STEPS]
+    assert auto.result.method == "adapt" and auto.steps == [result.calibration.steps]
     zero = evaluate_path(out, None, cfg, "cpu", steps=0).result
-    proto = evaluate_path(out, None, EvalConfig(ways=5, shots=1, episodes=100, method="prototype"), "cpu").result
-    assert_equivalent(zero.per_episode, proto.per_episode, margin=0.005)
+    export_bundle(out, tmp_path / "b")
+    on_bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu", steps=0).result
+    assert_equivalent(zero.per_episode, on_bundle.per_episode, margin=0.005)
 
 
 def _untrained_accuracy(out):

@@ -1,0 +1,175 @@
+"""Device settings chosen on the VALIDATION classes: how many SGD steps the head takes on a device, at what step
+size, and the temperature its probabilities are read at.
+
+- Steps and step size: every (steps, lr) of `STEP_GRID` × `LR_GRID` is scored on the same seeded validation
+  episodes of `CELLS` (one evaluation pass per lr gives the whole curve over steps); the pair with the best
+  mean accuracy wins, fewer steps on a tie within `TIE`. A learner whose step sizes are learned (Meta-SGD),
+  whose inner loop adapts its body (MAML: its steps are part of what it learned), or whose head takes no steps
+  keeps what it trained with.
+- Temperature (post-hoc temperature scaling, Guo et al. 2017): the law T(N, K) = exp(a + b·log N + c·log K)
+  (`device_runtime.calibration`: a head adapted on more examples is surer, so one scalar cannot fit every task)
+  minimising the negative log-likelihood of softmax(T · logits) of those validation queries after the chosen
+  steps. It rescales confidences only; no prediction and no step changes.
+
+The result is `ckpt.meta["device"]`, which `load_learner` applies — so `mtl evaluate CKPT` and the exported
+bundle both adapt and report with it. The test classes are never looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mtl.device_runtime.calibration import Temperature
+from mtl.pipeline.data import ClassImages, Splits, load_data
+from mtl.pipeline.errors import DataError
+from mtl.pipeline.meta.learner import MetaLearner
+from mtl.pipeline.train.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, save_checkpoint
+from mtl.pipeline.train.common import StepCallback, no_progress, resolve_device
+from mtl.pipeline.train.eval_backends import TorchBackend
+from mtl.pipeline.train.evaluate import EvalConfig, draw_episodes
+from mtl.pipeline.train.learners import load_learner
+
+STEP_GRID = (0, 5, 10, 20, 40)
+LR_GRID = (0.1, 0.3, 1.0)
+CELLS = ((5, 1), (5, 5), (20, 1), (20, 5))  # (ways, shots); ways capped at the validation classes
+TIE = 0.001  # accuracies this close count as equal, and the fewer steps win
+QUERIES = 15
+
+
+@dataclass(frozen=True)
+class Calibration:
+    steps: int
+    lr: float
+    temperature: Temperature
+    val_accuracy: float  # mean over the cells at the chosen steps and lr
+    ece_before: float
+    ece_after: float
+    searched: bool  # False: steps and lr kept as trained; only the temperature was fitted
+    table: dict[str, dict[int, float]]  # lr → steps → mean validation accuracy (when searched)
+
+    def device(self) -> dict[str, Any]:
+        """What `ckpt.meta["device"]` records."""
+        return {"steps": self.steps, "lr": self.lr, "temperature": self.temperature.to_dict(),
+                "val_accuracy": self.val_accuracy, "ece_before": self.ece_before, "ece_after": self.ece_after}
+
+
+def calibrate_checkpoint(path: str | Path, episodes: int = 200, seed: int = 0, device: str = "auto",
+                         on_step: StepCallback = no_progress) -> tuple[Path, Calibration]:
+    """Choose the device settings of the checkpoint at `path` (a file or run directory) on its validation
+    classes and write them into it, atomically. Returns the file and what was chosen."""
+    file = resolve_checkpoint_path(path)
+    ckpt = load_checkpoint(file)
+    meta = {k: v for k, v in ckpt.meta.items() if k != "device"}  # calibrate what was trained, not a calibration
+    loaded = load_learner(dataclasses.replace(ckpt, meta=meta))
+    if loaded.learner.head.regression:
+        raise DataError(f"{file} is a regression model: there are no class probabilities to calibrate")
+    val = validation_classes(ckpt)
+    result = calibrate(loaded.learner, loaded.steps, val, episodes, seed, resolve_device(device), on_step)
+    save_checkpoint(file, dataclasses.replace(ckpt, meta={**meta, "device": result.device()}))
+    return file, result
+
+
+def validation_classes(ckpt: Checkpoint) -> ClassImages:
+    """The producer's validation classes, from the data it was trained on."""
+    from mtl.pipeline.data import InputSpec
+
+    spec = InputSpec.from_dict(ckpt.meta["input"])
+    data_spec = ckpt.meta["config"].get("data")
+    if not data_spec:
+        raise DataError(f"{ckpt.path} does not say which data it was trained on")
+    data = load_data(data_spec, image_size=spec.size)
+    data = dataclasses.replace(data, spec=spec)
+    val = data.subset(Splits.from_dict(ckpt.meta["splits"]).indices(data, "val"))
+    if val.num_classes < 2:
+        raise DataError(f"{ckpt.path} has {val.num_classes} validation class(es); calibration needs at least 2")
+    return val
+
+
+def calibrate(learner: MetaLearner, trained_steps: int, val: ClassImages, episodes: int, seed: int,
+              device: torch.device, on_step: StepCallback = no_progress) -> Calibration:
+    cells = [EvalConfig(min(ways, val.num_classes), shots, QUERIES, episodes, seed=seed + i)
+             for i, (ways, shots) in enumerate(CELLS) if int(val.counts.min()) >= shots + QUERIES]
+    if not cells:
+        raise DataError(f"the validation classes have {int(val.counts.min())} images each; calibration needs "
+                        f"at least {1 + QUERIES}")
+    sets = [draw_episodes(val, cfg) for cfg in cells]
+    searched = not (learner.spec.learn_lr or learner.adapts_body or not learner.head.adapts)
+    table: dict[str, dict[int, float]] = {}
+    if searched:
+        steps_wanted = list(STEP_GRID)
+        best = (-math.inf, 0, LR_GRID[0])
+        for lr in LR_GRID:
+            backend = TorchBackend(_with_lr(learner, lr), device)
+            curve = torch.stack([backend.scores(s, steps_wanted, on_step).accuracy.mean(0) for s in sets]).mean(0)
+            table[str(lr)] = {k: float(a) for k, a in zip(steps_wanted, curve, strict=True)}
+            for k, acc in zip(steps_wanted, curve.tolist(), strict=True):
+                if acc > best[0] + TIE or (abs(acc - best[0]) <= TIE and k < best[1]):
+                    best = (acc, k, lr)
+        _, steps, lr = best
+    else:
+        steps, lr = trained_steps if learner.head.adapts else 0, float(learner.spec.inner_lr)
+    chosen = TorchBackend(_with_lr(learner, lr) if searched else learner, device)
+    scored = [chosen.scores(s, [steps], on_step) for s in sets]
+    accuracy = float(torch.stack([s.accuracy[:, -1].mean() for s in scored]).mean())
+    temperature = fit_temperature([(s.logits, _query_labels(c, len(s.accuracy)), c.ways, c.shots)
+                                   for c, s in zip(cells, scored, strict=True)])
+    before = _ece(scored, cells, Temperature())
+    after = _ece(scored, cells, temperature)
+    return Calibration(steps, lr, temperature, accuracy, before, after, searched, table)
+
+
+def _with_lr(learner: MetaLearner, lr: float) -> MetaLearner:
+    copy = deepcopy(learner)
+    copy.spec = dataclasses.replace(learner.spec, inner_lr=lr)
+    return copy
+
+
+def _query_labels(cfg: EvalConfig, episodes: int) -> torch.Tensor:
+    return torch.arange(cfg.ways).repeat_interleave(cfg.queries).repeat(episodes)
+
+
+def fit_temperature(groups: list[tuple[torch.Tensor, torch.Tensor, int, int]]) -> Temperature:
+    """The temperature law T(N, K) (`device_runtime.calibration`) minimising the mean cross-entropy of
+    softmax(T(N, K) · logits) over every query of `groups` — (logits (Q, N), labels (Q,), N, K) per episode
+    shape. A coefficient whose variable the groups do not vary (one N, or one K) stays 0."""
+    ways, shots = sorted({g[2] for g in groups}), sorted({g[3] for g in groups})
+    mask = torch.tensor([1.0, float(len(ways) > 1), float(len(shots) > 1)], dtype=torch.float64)
+    data = [(lg.double(), lb, math.log(n), math.log(k)) for lg, lb, n, k in groups]
+    total = sum(len(lb) for _, lb, _, _ in data)
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        t = theta * mask
+        loss = sum(F.cross_entropy(torch.exp(t[0] + t[1] * ln + t[2] * lk) * lg, lb, reduction="sum")
+                   for lg, lb, ln, lk in data) / total
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    a, b, c = (float(v) for v in (theta * mask).detach())
+    if not all(math.isfinite(v) for v in (a, b, c)):
+        raise DataError("temperature fitting diverged on the validation episodes")
+    return Temperature(a, b, c, (float(ways[0]), float(ways[-1])), (float(shots[0]), float(shots[-1])))
+
+
+def _ece(scored: list, cells: list[EvalConfig], temperature: Temperature) -> float:
+    """Mean over cells of the expected calibration error at `temperature`."""
+    from mtl.pipeline.train.evaluate import calibration
+
+    values = []
+    for cfg, s in zip(cells, scored, strict=True):
+        probs = torch.softmax(temperature.at(cfg.ways, cfg.shots) * s.logits.double(), -1)
+        labels = _query_labels(cfg, len(s.accuracy))
+        values.append(calibration(probs.max(-1).values, probs.argmax(-1) == labels)["ece"])
+    return float(sum(values) / len(values))

@@ -1,0 +1,86 @@
+"""`mtl calibrate` and the calibration that ends every pretraining run: device settings chosen on validation
+classes, written into the checkpoint, applied wherever the checkpoint is loaded — and by its bundle."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mtl.device_runtime import Adapter, Bundle
+from mtl.device_runtime.calibration import temper
+from mtl.exporters.bundle_export import export_bundle
+from mtl.pipeline.train.calibrate import LR_GRID, STEP_GRID, TIE, calibrate_checkpoint
+from mtl.pipeline.train.checkpoint import load_checkpoint
+from mtl.pipeline.train.learners import load_learner
+from tests.tolerance import assert_float_close
+
+
+@pytest.fixture(scope="module")
+def calibrated(pretrained_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("calibrate") / "run"
+    shutil.copytree(pretrained_run[0], run)
+    file, result = calibrate_checkpoint(run, episodes=100, seed=3, device="cpu")
+    return run, file, result
+
+
+def test_the_chosen_steps_and_lr_are_the_best_on_the_validation_episodes(calibrated):
+    _, _, result = calibrated
+    assert result.searched and set(result.table) == {str(lr) for lr in LR_GRID}
+    assert all(set(curve) == set(STEP_GRID) for curve in result.table.values())
+    best = max(max(curve.values()) for curve in result.table.values())
+    chosen = result.table[str(result.lr)][result.steps]
+    assert chosen >= best - TIE  # the best, or within the tie margin of it with fewer steps
+    assert all(k >= result.steps or a < chosen + TIE for curve in result.table.values() for k, a in curve.items()
+               if a >= best - TIE)
+    assert result.ece_after <= result.ece_before  # fitted on these episodes: never worse than T = 1
+
+
+def test_the_settings_are_written_into_the_checkpoint_and_applied_by_load_learner(calibrated):
+    _, file, result = calibrated
+    ckpt = load_checkpoint(file)
+    assert ckpt.meta["device"]["steps"] == result.steps and ckpt.meta["device"]["lr"] == result.lr
+    loaded = load_learner(ckpt)
+    assert loaded.steps == result.steps and loaded.learner.spec.inner_lr == result.lr
+    assert loaded.learner.head.temperature == result.temperature
+
+
+def test_calibrating_again_calibrates_what_was_trained_not_the_previous_calibration(calibrated):
+    run, file, result = calibrated
+    _, again = calibrate_checkpoint(run, episodes=100, seed=3, device="cpu")
+    assert (again.steps, again.lr) == (result.steps, result.lr)
+    assert again.temperature.at(5, 1) == pytest.approx(result.temperature.at(5, 1), rel=1e-6)
+
+
+def test_the_bundle_carries_the_temperature_and_the_adapter_applies_it(calibrated, tmp_path):
+    run, _, result = calibrated
+    export_bundle(run, tmp_path / "b")
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.manifest.calibration == result.temperature and bundle.manifest.steps == result.steps
+    g = np.random.default_rng(0)
+    images = g.random((9, 1, 28, 28)).astype(np.float32)  # 3 classes × 3 examples, already normalised
+    adapter = Adapter(bundle)
+    for c in range(3):
+        adapter.add_examples(f"c{c}", images[3 * c: 3 * c + 3])
+    adapter.adapt()
+    _, probs = adapter.predict(images)
+    weight, bias = adapter.head
+    raw = bundle.predict_proba(weight, bias, bundle.embed(images))
+    assert_float_close(probs, temper(raw, result.temperature.at(3, 3)), ulps=256)
+    assert_float_close(probs.sum(1), np.ones(9))
+
+
+def test_a_torch_learner_reports_tempered_confidences(calibrated):
+    """The checkpoint's confidence is softmax(T(N, K) · logits) of its own logits."""
+    from mtl.pipeline.train.eval_backends import TorchBackend
+    from mtl.pipeline.train.evaluate import EvalConfig, draw_episodes, held_out
+
+    _, file, result = calibrated
+    ckpt = load_checkpoint(file)
+    learner = load_learner(ckpt).learner
+    data, _ = held_out(ckpt.meta["config"]["data"], ckpt.meta["splits"], None)
+    cfg = EvalConfig(ways=5, shots=2, queries=5, episodes=20)
+    scores = TorchBackend(learner, torch.device("cpu")).scores(draw_episodes(data, cfg), [result.steps],
+                                                                lambda *a: None)
+    want = torch.softmax(result.temperature.at(5, 2) * scores.logits.double(), -1).max(-1).values
+    assert_float_close(scores.confidence, want)
