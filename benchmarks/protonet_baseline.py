@@ -28,7 +28,8 @@ CELLS = ((5, 1), (20, 1), (20, 5))
 
 
 def mtl(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "mtl", *args], check=True)
+    """Run `mtl ARGS`; its output goes to stderr, so stdout is the report's JSON alone."""
+    subprocess.run([sys.executable, "-m", "mtl", *args], check=True, stdout=sys.stderr)
 
 
 def train_baseline(recipe: dict[str, Any], out: Path, seconds: float) -> float:
