@@ -13,6 +13,7 @@ from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
 from tests.tolerance import assert_equivalent, assert_float_close
 
+EDGE = 2  # queries allowed to land in a neighbouring confidence bin by float rounding
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=2, inner_steps=3, iterations=4, val_every=4,
             val_episodes=4, device="cpu", calibrate_episodes=5)
 
@@ -92,8 +93,13 @@ def test_a_pretrained_checkpoint_reports_what_its_bundle_does(pretrained_run, tm
         on_bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu")
         assert on_ckpt.steps == on_bundle.steps
         assert_equivalent(on_bundle.result.per_episode, on_ckpt.result.per_episode, margin=0.005)
-        # the bundle tempers predict.onnx's probabilities as the checkpoint's softmax(T(N, K) · logits)
-        assert abs(on_bundle.result.ece - on_ckpt.result.ece) < 0.01
+        # the bundle tempers predict.onnx's probabilities as the checkpoint's softmax(T(N, K) · logits): the same
+        # reliability diagram, up to EDGE queries whose confidence sits on a bin edge within float rounding; each
+        # such query moves the ECE by at most 2/N (it leaves one bin's term and joins another's)
+        queries = cfg.episodes * cfg.ways * cfg.queries
+        counts = [[b["count"] for b in r.result.reliability] for r in (on_bundle, on_ckpt)]
+        np.testing.assert_allclose(*counts, rtol=0, atol=EDGE)
+        np.testing.assert_allclose(on_bundle.result.ece, on_ckpt.result.ece, rtol=0, atol=2 * EDGE / queries)
 
 
 @pytest.fixture(scope="module", params=["anil", "protonet"])
