@@ -71,38 +71,63 @@ class Budget:
     val_episodes: int = 100
     calibrate_episodes: int = 200  # per cell, on the validation classes (pipeline.train.calibrate)
     seconds: float | None = None  # meta-training wall-clock budget per method (iterations is then a cap)
+    cpu_seconds: float | None = None  # ... or CPU-time budget; default (neither given): the transfer run's CPU time
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_by: str = "auto"
 
 
 def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
-    """Train `method` into runs/<method> unless it is already there; returns the run directory."""
+    """Train `method` into runs/<method> unless it is already there; returns the run directory. Each run records
+    its training time (`grid_run.json`: CPU seconds of this process, every thread, and wall seconds; calibration
+    not counted)."""
+    from mtl.pipeline.train.calibrate import calibrate_checkpoint
     from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
     from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 
     out = runs / method
-    if (out / "best.safetensors").is_file():
+    if (out / "best.safetensors").is_file() and (out / RUN_RECORD).is_file():
         return out
     if method == "transfer":
+        began, began_cpu = time.perf_counter(), time.process_time()
         pretrain(PretrainConfig(data=data, out=str(out), backbone=budget.backbone, epochs=budget.pretrain_epochs,
                                 rotations=budget.rotations, device=budget.device, val_episodes=budget.val_episodes,
-                                split=budget.split, split_by=budget.split_by,
-                                calibrate_episodes=budget.calibrate_episodes))
-        return out
-    from mtl.pipeline.algorithms import get_algorithm
+                                split=budget.split, split_by=budget.split_by, calibrate_episodes=0))
+        spent = {"cpu_seconds": round(time.process_time() - began_cpu, 1),
+                 "wall_seconds": round(time.perf_counter() - began, 1)}
+    else:
+        from mtl.pipeline.algorithms import get_algorithm
 
-    algorithm, recipe = methods()[method]
-    options = {"inner_lr": budget.inner_lr, "algorithm": algorithm, **recipe}
-    if get_algorithm(algorithm).needs_init:
-        options["init"] = str(train("transfer", data, budget, runs))
-    meta_train(MetaTrainConfig(data=data, out=str(out), backbone=budget.backbone, ways=budget.ways,
-                               shots=budget.shots, queries=budget.queries, meta_batch=budget.meta_batch,
-                               inner_steps=budget.inner_steps, iterations=budget.iterations,
-                               rotations=budget.rotations, device=budget.device,
-                               val_every=min(budget.val_every, budget.iterations), val_episodes=budget.val_episodes,
-                               max_seconds=budget.seconds, split=budget.split, split_by=budget.split_by,
-                               calibrate_episodes=budget.calibrate_episodes, **options))
+        algorithm, recipe = methods()[method]
+        options = {"inner_lr": budget.inner_lr, "algorithm": algorithm, **recipe}
+        if get_algorithm(algorithm).needs_init:
+            options["init"] = str(train("transfer", data, budget, runs))
+        limit = cpu_budget(budget, data, runs)
+        began, began_cpu = time.perf_counter(), time.process_time()
+        meta_train(MetaTrainConfig(data=data, out=str(out), backbone=budget.backbone, ways=budget.ways,
+                                   shots=budget.shots, queries=budget.queries, meta_batch=budget.meta_batch,
+                                   inner_steps=budget.inner_steps, iterations=budget.iterations,
+                                   rotations=budget.rotations, device=budget.device,
+                                   val_every=min(budget.val_every, budget.iterations),
+                                   val_episodes=budget.val_episodes, max_seconds=budget.seconds,
+                                   max_cpu_seconds=limit, split=budget.split,
+                                   split_by=budget.split_by, calibrate_episodes=0, **options))
+        spent = {"cpu_seconds": round(time.process_time() - began_cpu, 1),
+                 "wall_seconds": round(time.perf_counter() - began, 1), "cpu_budget": limit}
+    if budget.calibrate_episodes:
+        calibrate_checkpoint(out, budget.calibrate_episodes, 0, budget.device)
+    (out / RUN_RECORD).write_text(json.dumps(spent) + "\n")
     return out
+
+
+RUN_RECORD = "grid_run.json"
+
+
+def cpu_budget(budget: Budget, data: str, runs: Path) -> float | None:
+    """Every meta-trained method's CPU-time budget: `budget.cpu_seconds`, or else what the transfer run's
+    pretraining took (training it first), so that every method gets the same CPU time. None with a wall budget."""
+    if budget.cpu_seconds is not None or budget.seconds is not None:
+        return budget.cpu_seconds
+    return float(json.loads((train("transfer", data, budget, runs) / RUN_RECORD).read_text())["cpu_seconds"])
 
 
 def export(run: Path, bundles: Path) -> Path:
@@ -121,8 +146,21 @@ def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: i
 
     start = time.perf_counter()
     evaluation = evaluate_path(bundle, None, EvalConfig(ways, shots, queries, episodes, seed=seed))
-    return {"accuracy": evaluation.result.mean, "ci95": evaluation.result.ci95, "episodes": episodes,
-            "queries": queries, "classes": evaluation.classes, "seconds": round(time.perf_counter() - start, 2)}
+    return {"accuracy": evaluation.result.mean, "ci95": evaluation.result.ci95, "ece": evaluation.result.ece,
+            "episodes": episodes, "queries": queries, "classes": evaluation.classes,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def cell_cache(out: Path, method: str, key: str) -> Path:
+    return out / "cells" / method / (key.replace(" ", "_") + ".json")
+
+
+def cached_cell(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """A cell measured earlier on the same bundle (sha256), episodes, queries and seed, else None."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["result"] if saved.get("identity") == identity else None
 
 
 def trained_for(run: Path) -> dict[str, Any]:
@@ -139,31 +177,63 @@ def test_class_count(bundle: Path) -> int:
 
 
 def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], ways: tuple[int, ...],
-             shots: tuple[int, ...], episodes: int, seed: int) -> dict[str, Any]:
-    """Train, export and evaluate every method on every cell; the report as a dict."""
+             shots: tuple[int, ...], episodes: int, seed: int, jobs: int = 1) -> dict[str, Any]:
+    """Train, export and evaluate every method on every cell; the report as a dict. Methods train one after another
+    in this process; with `jobs` > 1 the cells are evaluated by that many worker processes meanwhile. Each cell's
+    result is kept under OUT/cells, so an interrupted grid resumes where it stopped."""
+    import hashlib
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from multiprocessing import get_context
+
     runs, bundles = out / "runs", out / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"benchmark": "accuracy_grid", "data": data, "budget": dataclasses.asdict(budget),
-                              "episodes": episodes, "seed": seed, "methods": {}, "training_seconds": {}}
+                              "episodes": episodes, "seed": seed, "methods": {}, "trained": {}}
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else None
+    pending: list[tuple[str, str, Path, dict[str, Any], Future | None, tuple]] = []
     for method in methods:
-        start = time.perf_counter()
-        bundle = export(train(method, data, budget, runs), bundles)
-        report["training_seconds"][method] = round(time.perf_counter() - start, 1)
-        report.setdefault("trained", {})[method] = trained_for(runs / method)
+        run = train(method, data, budget, runs)
+        bundle = export(run, bundles)
+        report["trained"][method] = {**json.loads((run / RUN_RECORD).read_text()), **trained_for(run)}
+        sha = hashlib.sha256(bundle.read_bytes()).hexdigest()
         n_test = test_class_count(bundle)
-        cells = {}
+        report["methods"][method] = {}
         for n in ways:
             for k in shots:
                 queries = min(15, DRAWINGS - k)
                 key = f"{n}-way {k}-shot"
                 if n_test and n > n_test:
-                    cells[key] = {"skipped": f"{n} ways > {n_test} test classes"}
+                    report["methods"][method][key] = {"skipped": f"{n} ways > {n_test} test classes"}
                     continue
-                log(f"{method}: {key}")
-                cells[key] = evaluate_cell(bundle, n, k, queries, episodes, seed)
-        report["methods"][method] = cells
+                identity = {"bundle_sha256": sha, "episodes": episodes, "queries": queries, "seed": seed}
+                path = cell_cache(out, method, key)
+                done = cached_cell(path, identity)
+                if done is not None:
+                    report["methods"][method][key] = done
+                    continue
+                args = (bundle, n, k, queries, episodes, seed)
+                pending.append((method, key, path, identity, pool.submit(evaluate_cell, *args) if pool else None,
+                                args))
+        if pool is None:
+            _collect(pending, report)
+    _collect(pending, report)
+    if pool is not None:
+        pool.shutdown()
     report["best"] = best_per_cell(report["methods"])
     return report
+
+
+def _collect(pending: list, report: dict[str, Any]) -> None:
+    """Wait for (or, without workers, run) every pending cell, keeping each result in its cache file."""
+    from mtl.pipeline.atomic import atomic_write_text
+
+    while pending:
+        method, key, path, identity, future, args = pending.pop(0)
+        log(f"{method}: {key}")
+        result = future.result() if future is not None else evaluate_cell(*args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"identity": identity, "result": result}, indent=2) + "\n")
+        report["methods"][method][key] = result
 
 
 def best_per_cell(methods: dict[str, dict[str, dict]]) -> dict[str, dict[str, Any]]:
@@ -269,6 +339,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--meta-batch", type=int, default=Budget.meta_batch)
     parser.add_argument("--seconds", type=float, default=None,
                         help="meta-training wall-clock budget per method (--iterations is then a cap)")
+    parser.add_argument("--cpu-seconds", type=float, default=None,
+                        help="meta-training CPU-time budget per method (default, without --seconds: the CPU time "
+                             "the transfer run's pretraining took)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes evaluating cells while methods train")
     parser.add_argument("--split", default="0.6,0.2,0.2", help="train,val,test fractions (mtl's --split)")
     parser.add_argument("--split-by", default="auto", help="mtl's --split-by")
     parser.add_argument("--device", default="auto")
@@ -279,6 +353,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.methods) - set(known))
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from {', '.join(known)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
     if args.episodes < 1:
         parser.error(f"--episodes must be ≥ 1, got {args.episodes}")
     return args
@@ -287,14 +363,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budget = Budget(pretrain_epochs=args.pretrain_epochs, iterations=args.iterations, meta_batch=args.meta_batch,
-                    device=args.device, seconds=args.seconds,
+                    device=args.device, seconds=args.seconds, cpu_seconds=args.cpu_seconds,
                     split=tuple(float(v) for v in args.split.split(",")), split_by=args.split_by)
     data, ways, shots, episodes = args.data, args.ways, args.shots, args.episodes
     if args.quick:
         budget = dataclasses.replace(budget, pretrain_epochs=2, iterations=4, meta_batch=2, queries=5, inner_steps=2,
                                      rotations=False, device="cpu", val_episodes=10, calibrate_episodes=10)
         data, ways, shots, episodes = "synthetic:60", (5,), (1, 5), 20
-    report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed)
+    report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed, args.jobs)
     write_outputs(report, args.out)
     if not args.json:
         print(markdown(report), file=sys.stderr)

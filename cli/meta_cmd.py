@@ -64,6 +64,9 @@ def meta_train(
     iterations: Annotated[int | None, typer.Option(help="Outer steps.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Stop once training has run this long (validated and "
                                                       "checkpointed): a budget in time, not iterations.")] = None,
+    max_cpu_seconds: Annotated[float | None, typer.Option(
+        help="Stop once this process has used this much CPU time (all threads): a time budget that stays "
+             "fair when other jobs share the cores.")] = None,
     first_order: Annotated[bool | None, typer.Option("--first-order/--second-order",
                                                      help="Drop second-order terms (FOMAML).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile",
@@ -100,6 +103,7 @@ def meta_train(
         backbone=backbone, head=enum_value(head), head_init=enum_value(head_init),
         adapt=enum_value(adapt), ways=ways, shots=shots, queries=queries, meta_batch=meta_batch,
         inner_steps=inner_steps, inner_lr=inner_lr, outer_lr=outer_lr, iterations=iterations, max_seconds=max_seconds,
+        max_cpu_seconds=max_cpu_seconds,
         first_order=first_order, compile=compile, chunk=chunk, options=key_values(option, "--option"),
         backbone_options=key_values(backbone_option, "--backbone-option", parse_json=True),
         hard_tasks=hard_tasks, rotations=rotations, val_every=val_every, val_episodes=val_episodes, seed=seed,

@@ -79,6 +79,9 @@ class MetaTrainConfig:
     download: bool = False
     nproc: int = 1  # processes on this machine, launched through torch.distributed (one GPU each on CUDA)
     max_seconds: float | None = None  # stop (validated and checkpointed) once training has run this long
+    # ... or once this process has used this much CPU time (every thread): a budget that stays fair when other jobs
+    # share the cores (benchmarks/accuracy_grid.py gives every method the same one)
+    max_cpu_seconds: float | None = None
     calibrate_episodes: int = 100  # per cell, on the validation classes, at the end (0: leave uncalibrated)
 
     def __post_init__(self) -> None:
@@ -102,6 +105,9 @@ class MetaTrainConfig:
             raise ConfigError(f"--nproc must be ≥ 1, got {self.nproc}")
         if self.max_seconds is not None and not (0 < self.max_seconds < math.inf and self.nproc == 1):
             raise ConfigError(f"--max-seconds must be positive and finite, with one process; got {self.max_seconds}")
+        if self.max_cpu_seconds is not None and not (0 < self.max_cpu_seconds < math.inf and self.nproc == 1):
+            raise ConfigError(f"--max-cpu-seconds must be positive and finite, with one process; got "
+                              f"{self.max_cpu_seconds}")
         if self.meta_batch % self.nproc:
             raise ConfigError(f"--meta-batch {self.meta_batch} does not split evenly over --nproc {self.nproc}; "
                               f"choose a multiple of {self.nproc}")
@@ -144,7 +150,7 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     update = alg.update  # with hp.compile, the meta-gradient's forward (and so its backward) is compiled inside
     record: dict = {}
     window = torch.zeros((), device=device)
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     done, since = start, 0
     for it in range(start, cfg.iterations):
         metrics = update(setup.learner, setup.tasks.sample(), optimizers, hp)
@@ -155,11 +161,12 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
         window += metrics["loss"].detach()
         done, since = it + 1, since + 1
         on_step("iteration", done, cfg.iterations, {})
-        out_of_time = cfg.max_seconds is not None and time.perf_counter() - began >= cfg.max_seconds
+        out_of_time = ((cfg.max_seconds is not None and time.perf_counter() - began >= cfg.max_seconds)
+                       or (cfg.max_cpu_seconds is not None and time.process_time() - began_cpu >= cfg.max_cpu_seconds))
         if done % cfg.val_every == 0 or done == cfg.iterations or out_of_time:
             ranks.all_reduce_mean([window])
             if ranks.lead:  # rank 0 alone validates, logs and checkpoints
-                record = _validate(setup, done, float(window) / since, optimizers, began)
+                record = _validate(setup, done, float(window) / since, optimizers, began, began_cpu)
                 improved = record["val_score"] > best
                 best = max(best, record["val_score"])
                 run.log(record)
@@ -203,13 +210,13 @@ def meta_train_job(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) ->
 
 
 def _validate(setup: Setup, iteration: int, train_loss: float, optimizers: list[torch.optim.Optimizer],
-              began: float) -> dict:
+              began: float, began_cpu: float) -> dict:
     """The metrics row of one validation; `lr` is the outer (meta) learning rate now in force, so a report
     can draw it even if a schedule is added later."""
     score, ci95 = setup.validate()
     return {"iteration": iteration, "train_loss": train_loss, "val_score": score,
             "val_ci95": ci95, "lr": float(optimizers[0].param_groups[0]["lr"]),
-            "seconds": round(time.perf_counter() - began, 3)}
+            "seconds": round(time.perf_counter() - began, 3), "cpu_seconds": round(time.process_time() - began_cpu, 3)}
 
 
 def _maybe_resume(run: RunDir, cfg: MetaTrainConfig, setup: Setup,

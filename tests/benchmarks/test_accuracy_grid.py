@@ -19,8 +19,8 @@ from accuracy_grid import best_per_cell, markdown  # noqa: E402
 def grid(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("grid")
     result = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(out),
-                             "--methods", "transfer,protonet,joint-maml"], cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
+                             "--methods", "transfer,protonet,joint-maml", "--jobs", "2"], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), out
 
@@ -36,6 +36,20 @@ def test_every_method_is_evaluated_through_the_device_runtime_on_every_cell(grid
     manifest_algorithms = {json.loads(__import__("zipfile").ZipFile(out / "bundles" / f"{m}.mtlb")
                                       .read("manifest.json"))["producer"]["algorithm"] for m in report["methods"]}
     assert manifest_algorithms == {"pretrain", "protonet", "joint"}
+
+
+def test_meta_methods_get_the_transfer_runs_cpu_time_and_a_rerun_reuses_every_cell(grid):
+    report, out = grid
+    transfer = report["trained"]["transfer"]["cpu_seconds"]
+    assert transfer > 0
+    for method in ("protonet", "joint-maml"):
+        assert report["trained"][method]["cpu_budget"] == transfer
+    again = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(out),
+                            "--methods", "transfer,protonet,joint-maml"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "-shot" not in again.stderr  # no cell evaluated twice: every one came from OUT/cells
+    assert json.loads(again.stdout)["methods"] == report["methods"]
 
 
 def test_the_best_method_per_cell_is_the_highest_mean_and_the_reports_are_written(grid):

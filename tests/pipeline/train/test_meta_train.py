@@ -83,7 +83,9 @@ def test_resume_continues_exactly(tmp_path):
 @pytest.mark.parametrize("bad", [dict(algorithm="joint", options={"beta": 1.5}),
                                  dict(algorithm="joint", options={"meta-learner": "sgd"}),
                                  dict(options={"beta": 0.5}), dict(adapt="some"),
-                                 dict(inner_lr=0.0), dict(iterations=0), dict(algorithm="bogus")])
+                                 dict(inner_lr=0.0), dict(iterations=0), dict(algorithm="bogus"),
+                                 dict(max_cpu_seconds=0.0), dict(max_cpu_seconds=float("inf")),
+                                 dict(max_cpu_seconds=1.0, nproc=2, meta_batch=4)])
 def test_bad_meta_train_options_are_config_errors(bad):
     with pytest.raises(ConfigError):
         MetaTrainConfig(**dict(FAST, **bad))
@@ -95,3 +97,19 @@ def test_metrics_rows_record_the_outer_learning_rate_for_reports(tmp_path):
     records = read_jsonl(tmp_path / "m" / "metrics.jsonl")
     assert [r["iteration"] for r in records] == [1, 2]
     assert [r["lr"] for r in records] == [pytest.approx(2e-3)] * 2
+
+
+@pytest.mark.parametrize("budget", ["max_seconds", "max_cpu_seconds"])
+def test_a_time_budget_stops_training_validated_and_checkpointed(tmp_path, budget):
+    """A budget far below what 10 000 iterations take stops the loop early, with the last iteration validated,
+    logged (its CPU time beside its wall time) and saved as the run's last and best checkpoint."""
+    out = tmp_path / budget
+    result = meta_train(MetaTrainConfig(out=str(out), algorithm="protonet", iterations=10_000,
+                                        **dict(FAST, val_every=10_000, **{budget: 0.5})))
+    records = read_jsonl(out / "metrics.jsonl")
+    assert 1 <= result.iterations < 10_000
+    assert [r["iteration"] for r in records] == [result.iterations]
+    clock = records[-1]["cpu_seconds" if budget == "max_cpu_seconds" else "seconds"]
+    assert clock >= 0.5
+    assert load_checkpoint(out / "last.safetensors").meta["iteration"] == result.iterations
+    assert (out / "best.safetensors").is_file()
