@@ -151,6 +151,17 @@ def evaluate_cell(bundle: Path, ways: int, shots: int, queries: int, episodes: i
             "seconds": round(time.perf_counter() - start, 2)}
 
 
+def measure_cell(path: Path, identity: dict[str, Any], args: tuple) -> dict[str, Any]:
+    """`evaluate_cell(*args)`, kept at `path` (atomically) the moment it is measured — in a worker too, so that an
+    interrupted grid loses only the cells still running."""
+    from mtl.pipeline.atomic import atomic_write_text
+
+    result = evaluate_cell(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"identity": identity, "result": result}, indent=2) + "\n")
+    return result
+
+
 def cell_cache(out: Path, method: str, key: str) -> Path:
     return out / "cells" / method / (key.replace(" ", "_") + ".json")
 
@@ -190,7 +201,7 @@ def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], way
     report: dict[str, Any] = {"benchmark": "accuracy_grid", "data": data, "budget": dataclasses.asdict(budget),
                               "episodes": episodes, "seed": seed, "methods": {}, "trained": {}}
     pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else None
-    pending: list[tuple[str, str, Path, dict[str, Any], Future | None, tuple]] = []
+    pending: list[tuple[str, str, Future | None, tuple]] = []
     for method in methods:
         run = train(method, data, budget, runs)
         bundle = export(run, bundles)
@@ -211,9 +222,8 @@ def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], way
                 if done is not None:
                     report["methods"][method][key] = done
                     continue
-                args = (bundle, n, k, queries, episodes, seed)
-                pending.append((method, key, path, identity, pool.submit(evaluate_cell, *args) if pool else None,
-                                args))
+                job = (path, identity, (bundle, n, k, queries, episodes, seed))
+                pending.append((method, key, pool.submit(measure_cell, *job) if pool else None, job))
         if pool is None:
             _collect(pending, report)
     _collect(pending, report)
@@ -224,16 +234,11 @@ def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], way
 
 
 def _collect(pending: list, report: dict[str, Any]) -> None:
-    """Wait for (or, without workers, run) every pending cell, keeping each result in its cache file."""
-    from mtl.pipeline.atomic import atomic_write_text
-
+    """Wait for (or, without workers, measure) every pending cell."""
     while pending:
-        method, key, path, identity, future, args = pending.pop(0)
+        method, key, future, job = pending.pop(0)
         log(f"{method}: {key}")
-        result = future.result() if future is not None else evaluate_cell(*args)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"identity": identity, "result": result}, indent=2) + "\n")
-        report["methods"][method][key] = result
+        report["methods"][method][key] = future.result() if future is not None else measure_cell(*job)
 
 
 def best_per_cell(methods: dict[str, dict[str, dict]]) -> dict[str, dict[str, Any]]:

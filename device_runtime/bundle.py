@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from mtl.device_runtime.archive import DirSource, ZipSource, open_source, zip_bytes
 from mtl.device_runtime.atomic import atomic_write_bytes, replace_dir, write_files
-from mtl.device_runtime.calibration import temper
+from mtl.device_runtime.calibration import softmax_at
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError
 from mtl.device_runtime.manifest import Manifest
 from mtl.device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
@@ -142,14 +142,16 @@ class Bundle:
                       shots: float | None = None) -> np.ndarray:
         """Head (W (N, D), b (N,)) and features (B, D) → class probabilities (B, N). With `shots` (the
         support examples per class the head adapted on), at the bundle's calibrated temperature for N and K
-        (`device_runtime.calibration`); without, as predict.onnx gives them."""
-        (probs,) = self._run("predict", {"weight": weight, "bias": bias, "features": features}, ["probabilities"])
-        self._check_output("predict", probs, (len(features), len(weight)))
-        probs = probs.astype(np.float32, copy=False)
+        (`device_runtime.calibration`); without, at temperature 1."""
         calibration = self.manifest.calibration
-        if shots is None or calibration is None:
-            return probs
-        return temper(probs, calibration.at(len(weight), shots))
+        temperature = 1.0 if shots is None or calibration is None else calibration.at(len(weight), shots)
+        return softmax_at(self.predict_log_proba(weight, bias, features), temperature)
+
+    def predict_log_proba(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """predict.onnx: head and features (B, D) → log-probabilities (B, N) at temperature 1."""
+        (logp,) = self._run("predict", {"weight": weight, "bias": bias, "features": features}, ["log_probabilities"])
+        self._check_output("predict", logp, (len(features), len(weight)))
+        return logp.astype(np.float32, copy=False)
 
     def to_zip_bytes(self) -> bytes:
         """The bundle as deterministic `.mtlb` bytes (the same files always give the same bytes)."""

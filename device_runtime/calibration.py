@@ -8,8 +8,8 @@ function of the task's classes N and examples per class K:
     log T = log_temperature + per_log_ways · log N + per_log_shots · log K,
 
 with N and K clamped to the range the calibration saw (`ways`, `shots`), so a task unlike any calibrated one
-gets the nearest calibrated temperature rather than an extrapolated one. `predict.onnx` returns softmax(logits);
-since softmax(T · z) ∝ softmax(z)^T, the runtime tempers its output without the logits (`temper`).
+gets the nearest calibrated temperature rather than an extrapolated one. `predict.onnx` returns log softmax(logits),
+which differs from the logits z by a constant per row, so the runtime gets softmax(T · z) exactly (`softmax_at`).
 """
 
 from __future__ import annotations
@@ -52,12 +52,10 @@ class Temperature:
                    tuple(float(v) for v in data["shots"]))
 
 
-def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(T · z) from p = softmax(z) (B, N): p^T renormalised per row, in log space (float64) so tiny
-    probabilities neither underflow to a 0/0 nor overflow."""
-    if temperature == 1.0:
-        return probs
-    logp = np.log(np.clip(probs.astype(np.float64), np.finfo(np.float64).tiny, None)) * temperature
-    logp -= logp.max(axis=1, keepdims=True)
-    out = np.exp(logp)
+def softmax_at(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(T · z) (B, N) from log p = log softmax(z), in float64: log p differs from z by a constant per row,
+    so this is exact, and a probability far below float32's smallest (a confident one-shot head) still counts."""
+    scaled = log_probs.astype(np.float64) * temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    out = np.exp(scaled)
     return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -93,6 +93,9 @@ class Manifest:
         if schema == "mtl-bundle/1":
             raise BundleError(f"{MANIFEST}: schema mtl-bundle/1 was written by an earlier mtl (no init_head graph); "
                               "export the checkpoint again")
+        if schema == "mtl-bundle/2":
+            raise BundleError(f"{MANIFEST}: schema mtl-bundle/2 was written by an earlier mtl (predict gives "
+                              "probabilities, not log-probabilities); export the checkpoint again")
         if schema != SCHEMA:
             raise BundleError(f"{MANIFEST}: unsupported schema {schema!r:.80}; this runtime reads {SCHEMA!r}")
         producer = need(m, "producer", "dict", "")

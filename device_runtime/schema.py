@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA = "mtl-bundle/2"  # /1 had no init_head graph: the device initialised the head with its own copy of the rule
+SCHEMA = "mtl-bundle/3"  # /1 had no init_head graph (the device initialised the head with its own copy of the rule);
+# /2's predict gave probabilities, which underflow in float32 before a sharpening temperature (T < 1) could read them
 MANIFEST = "manifest.json"
 HEAD_TYPES = ("linear", "cosine")  # the heads a bundle carries (a prototype head ships as its linear form)
 HEAD_INITS = ("learned", "proto", "zero")  # how a task's head starts (pipeline/meta/heads.py)
@@ -63,7 +64,7 @@ def graph_io(channels: int, size: int, dim: int) -> dict[str, GraphIO]:
     - embed: normalised images → features (the frozen extractor);
     - init_head: support features and their one-hot labels → the task's head (the training head's own rule);
     - adapt_step: ONE first-order SGD step of the head (W, b) on the support features → (W', b', loss at W, b);
-    - predict: head and features → class probabilities.
+    - predict: head and features → class log-probabilities (log-softmax of the head's logits, at temperature 1).
     """
     head = (TensorSpec("weight", ("N", dim)), TensorSpec("bias", ("N",)))
     support = (TensorSpec("features", ("M", dim)),)
@@ -74,7 +75,8 @@ def graph_io(channels: int, size: int, dim: int) -> dict[str, GraphIO]:
         "adapt_step": GraphIO(head + support + (TensorSpec("labels", ("M",), "int64"),) + step_sizes,
                               (TensorSpec("new_weight", ("N", dim)), TensorSpec("new_bias", ("N",)),
                                TensorSpec("loss", ()))),
-        "predict": GraphIO(head + (TensorSpec("features", ("B", dim)),), (TensorSpec("probabilities", ("B", "N")),)),
+        "predict": GraphIO(head + (TensorSpec("features", ("B", dim)),),
+                           (TensorSpec("log_probabilities", ("B", "N")),)),
     }
 
 

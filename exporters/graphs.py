@@ -70,12 +70,13 @@ def adapt_step_fn(dm: DeployModel) -> Callable[..., tuple[torch.Tensor, torch.Te
 
 
 def predict_fn(dm: DeployModel) -> Callable[..., torch.Tensor]:
-    """(W, b, features) → class probabilities, with the learner's own head maths (at temperature 1: the runtime
-    tempers them with the manifest's calibration, which depends on the task's N and K)."""
+    """(W, b, features) → class log-probabilities, with the learner's own head maths (at temperature 1: the runtime
+    applies the manifest's calibration, which depends on the task's N and K). Log-probabilities, not probabilities:
+    a sharpening temperature (T < 1) must see the differences that float32 probabilities lose to underflow."""
     learner, p = dm.learner, _meta(dm)
 
     def predict(weight, bias, features):  # noqa: ANN001, ANN202 (traced)
-        return F.softmax(learner.head_logits(p, {"head.weight": weight, "head.bias": bias}, features), dim=-1)
+        return F.log_softmax(learner.head_logits(p, {"head.weight": weight, "head.bias": bias}, features), dim=-1)
 
     return predict
 

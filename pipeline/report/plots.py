@@ -136,9 +136,14 @@ def _reliability(ax: Axes, bins: Sequence[dict[str, float]], steps: int) -> None
 def save_step_plot(curve: Evaluation, path: Path) -> None:
     """`mtl evaluate --plot`: accuracy against adaptation steps and the reliability diagram of the last step,
     written atomically to `path`."""
+    from mtl.pipeline.train.evaluate import gains
+
     r = curve.results[-1]
+    gain, gain_ci = gains(curve)[-1]
+    paired = f"; step {curve.steps[-1]} − step 0: {100 * gain:+.2f} ± {100 * gain_ci:.2f} points (paired)" \
+        if len(curve.results) > 1 and math.isfinite(gain_ci) else ""
     title = (f"{Path(curve.source).name}: {r.ways}-way {r.shots}-shot, {r.episodes} episodes, "
-             f"{r.queries} queries/class\n{curve.classes} of {curve.data}")
+             f"{r.queries} queries/class{paired}\n{curve.classes} of {curve.data}")
     figure = steps_curve(list(curve.steps), [x.mean for x in curve.results],
                          [x.ci95 if math.isfinite(x.ci95) else 0.0 for x in curve.results], title,
                          reliability=r.reliability)

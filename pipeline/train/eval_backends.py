@@ -43,21 +43,27 @@ def _labels(episodes: EpisodeSet, per_class: int, device: torch.device) -> torch
     return torch.arange(episodes.cfg.ways, device=device).repeat_interleave(per_class)
 
 
-def _scored(outputs: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> EpisodeScores:
+def _scored(outputs: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
+            keep_steps: bool = False) -> EpisodeScores:
     """Logits (B, S, Q, N) and class-major labels (Q,) → per-episode accuracy (B, S), and the top-1 probability
-    (at `temperature`) and correctness of every query after the last step (B·Q,), with its logits (B·Q, N)."""
+    (at `temperature`) and correctness of every query after the last step (B·Q,), with its logits (B·Q, N) — and
+    with `keep_steps` those after every step (B·Q, S, N)."""
     hits = outputs.argmax(-1) == labels
     last = outputs[:, -1].float()
     probs = torch.softmax(temperature * last, dim=-1)
+    every = outputs.float().transpose(1, 2).flatten(0, 1).cpu() if keep_steps else None
     return EpisodeScores(hits.float().mean(-1).cpu(), probs.max(-1).values.flatten().cpu(),
-                         hits[:, -1].flatten().cpu(), last.flatten(0, 1).cpu())
+                         hits[:, -1].flatten().cpu(), last.flatten(0, 1).cpu(), every)
 
 
 class TorchBackend:
-    """A `MetaLearner` adapted by its own inner loop (first order at evaluation, as the device steps)."""
+    """A `MetaLearner` adapted by its own inner loop (first order at evaluation, as the device steps).
+    `keep_step_logits`: the scores also carry the query logits after every step asked for (calibration)."""
 
-    def __init__(self, learner: MetaLearner, device: torch.device, method: str = "adapt") -> None:
+    def __init__(self, learner: MetaLearner, device: torch.device, method: str = "adapt",
+                 keep_step_logits: bool = False) -> None:
         self.learner, self.device, self.method = learner.to(device), device, method
+        self.keep_step_logits = keep_step_logits
         self.per_image = learner.frozen and not has_batch_statistics(learner.body)
 
     def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
@@ -77,7 +83,8 @@ class TorchBackend:
 
                 with torch.no_grad():
                     outputs = vmap(one, randomness="same")(sx, qx)  # (B, S, Q, N)
-                out.append(_scored(outputs, query_labels, learner.head.temperature.at(cfg.ways, cfg.shots)))
+                out.append(_scored(outputs, query_labels, learner.head.temperature.at(cfg.ways, cfg.shots),
+                                   self.keep_step_logits))
                 on_step("episodes", part.stop, episodes.support.shape[0], {})
         finally:
             learner.train(was_training)

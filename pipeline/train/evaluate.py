@@ -140,12 +140,13 @@ class EpisodeScores:
     confidence: torch.Tensor
     correct: torch.Tensor
     logits: torch.Tensor | None = None  # (E·Q, N) after the last step, where the backend has them (calibration)
+    step_logits: torch.Tensor | None = None  # (E·Q, S, N) after each step asked for, when the backend keeps them
 
     @classmethod
     def cat(cls, parts: Sequence[EpisodeScores]) -> EpisodeScores:
         fields = ["accuracy", "confidence", "correct"]
-        fields += ["logits"] if all(p.logits is not None for p in parts) else []
-        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+        fields += [f for f in ("logits", "step_logits") if all(getattr(p, f) is not None for p in parts)]
+        return cls(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
 
 
 class Backend(Protocol):
@@ -238,6 +239,14 @@ def evaluation_dict(evaluation: Evaluation) -> dict[str, Any]:
     out = {**evaluation.result.to_dict(), "steps": evaluation.steps[-1], "data": evaluation.data,
            "classes": evaluation.classes, "checkpoint": evaluation.source}
     if len(evaluation.results) > 1:
-        out["curve"] = [{"steps": k, "accuracy": r.mean, "ci95": r.ci95}
-                        for k, r in zip(evaluation.steps, evaluation.results, strict=True)]
+        out["curve"] = [{"steps": k, "accuracy": r.mean, "ci95": r.ci95, "gain": gain, "gain_ci95": gain_ci}
+                        for k, r, (gain, gain_ci) in zip(evaluation.steps, evaluation.results, gains(evaluation),
+                                                         strict=True)]
     return out
+
+
+def gains(evaluation: Evaluation) -> list[tuple[float, float]]:
+    """Per step count of a curve: what the steps added over step 0 on the same episodes — the mean of the paired
+    per-episode differences and its 95% CI, far tighter than either point's own CI."""
+    first = torch.tensor(evaluation.results[0].per_episode, dtype=torch.float64)
+    return [mean_ci95(torch.tensor(r.per_episode, dtype=torch.float64) - first) for r in evaluation.results]

@@ -48,7 +48,7 @@ BUNDLE_FAULTS = {
     "missing-key-feature_dim": (_edit(lambda m: m.pop("feature_dim")), "missing key 'feature_dim'"),
     "missing-key-files": (_edit(lambda m: m.pop("files")), "missing key 'files'"),
     "missing-key-input.std": (_edit(lambda m: m["input"].pop("std")), "missing key 'input.std'"),
-    "unknown-schema": (_edit(lambda m: m.update(schema="mtl-bundle/3")), "unsupported schema 'mtl-bundle/3'"),
+    "unknown-schema": (_edit(lambda m: m.update(schema="mtl-bundle/9")), "unsupported schema 'mtl-bundle/9'"),
     "wrong-type-feature_dim": (_edit(lambda m: m.update(feature_dim="8")), "feature_dim must be an integer"),
     "wrong-type-lr": (_edit(lambda m: m["adapt"].update(lr=[0.1])), "adapt.lr must be a number"),
     "wrong-type-bool-as-int": (_edit(lambda m: m.update(opset=True)), "opset must be an integer"),

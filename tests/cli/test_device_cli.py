@@ -89,8 +89,8 @@ def test_bundle_verify_says_ok_or_names_the_fault(bundle):
 def test_bundle_inspect_lists_fields_files_io_and_operators(bundle):
     result = runner.invoke(app, ["bundle", "inspect", str(bundle)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for text in ("mtl-bundle/2", "feature_dim", "linear, init learned", "init.npz", "adapt_step.onnx",
-                 "lr_weight float32 [1, 8]", "probabilities float32 [B, N]", "loss float32 []",
+    for text in ("mtl-bundle/3", "feature_dim", "linear, init learned", "init.npz", "adapt_step.onnx",
+                 "lr_weight float32 [1, 8]", "log_probabilities float32 [B, N]", "loss float32 []",
                  "OneHot", "MatMul×2", "Softmax"):
         assert text in result.stdout, text
 

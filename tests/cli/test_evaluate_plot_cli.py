@@ -75,3 +75,18 @@ def test_a_plot_path_that_cannot_be_a_png_is_refused_before_evaluating(tiny_mtl_
     (tmp_path / "adir.png").mkdir()
     result = runner.invoke(app, ["evaluate", str(tiny_mtl_run), *EPISODES, "--plot", str(tmp_path / target)])
     one_line_error(result, culprit, code=2)
+
+
+def test_every_curve_point_gives_what_its_steps_added_over_step_0_on_the_same_episodes(mtl_bundle, tmp_path):
+    """The gain is the mean of the paired per-episode differences, its CI theirs (1.96 σ / √E)."""
+    import numpy as np
+
+    curve = evaluate_json(str(mtl_bundle), "--plot", str(tmp_path / "g.png"), "--steps", "4")["curve"]
+    scores = [np.asarray(s, np.float64) for s in curve_scores(mtl_bundle, 4)]
+    assert curve[0]["gain"] == 0.0 and curve[0]["gain_ci95"] == 0.0
+    eps = np.finfo(np.float64).eps
+    for point, s in zip(curve, scores, strict=True):
+        diff = s - scores[0]
+        np.testing.assert_allclose(point["gain"], diff.mean(), rtol=64 * eps, atol=64 * eps)
+        np.testing.assert_allclose(point["gain_ci95"], 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)),
+                                   rtol=64 * eps, atol=64 * eps)

@@ -87,9 +87,9 @@ def adapt_step_graph(loss_name: str = "loss") -> bytes:
 
 
 def predict_graph() -> bytes:
-    nodes = _head_logits() + [helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    nodes = _head_logits() + [helper.make_node("LogSoftmax", ["logits"], ["log_probabilities"], axis=1)]
     inputs = [_io("weight", FLOAT, ["N", DIM]), _io("bias", FLOAT, ["N"]), _io("features", FLOAT, ["B", DIM])]
-    return _model(helper.make_graph(nodes, "predict", inputs, [_io("probabilities", FLOAT, ["B", "N"])]))
+    return _model(helper.make_graph(nodes, "predict", inputs, [_io("log_probabilities", FLOAT, ["B", "N"])]))
 
 
 def learned_head(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +153,7 @@ def manifest(files: dict[str, bytes], arrays: dict[str, np.ndarray], *, head_typ
              learned_lr: bool, steps: int, lr: float, invert: bool) -> dict:
     head = [_tensor("weight", ["N", DIM]), _tensor("bias", ["N"])]
     return {
-        "schema": "mtl-bundle/2",
+        "schema": "mtl-bundle/3",
         "producer": {"mtl": "0.1.0", "onnx": onnx.__version__, "algorithm": "test"},
         "input": {"size": SIZE, "channels": CHANNELS, "mean": [0.5], "std": [0.25], "invert": invert,
                   "resize": "bilinear"},
@@ -172,7 +172,7 @@ def manifest(files: dict[str, bytes], arrays: dict[str, np.ndarray], *, head_typ
                            "outputs": [_tensor("new_weight", ["N", DIM]), _tensor("new_bias", ["N"]),
                                        _tensor("loss", [])]},
             "predict": {"file": "predict.onnx", "inputs": head + [_tensor("features", ["B", DIM])],
-                        "outputs": [_tensor("probabilities", ["B", "N"])]},
+                        "outputs": [_tensor("log_probabilities", ["B", "N"])]},
         },
         "init": {"file": "init.npz", "arrays": {k: list(v.shape) for k, v in arrays.items()}},
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},

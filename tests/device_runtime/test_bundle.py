@@ -33,10 +33,10 @@ def no_sessions(monkeypatch):
 
 def test_a_bundle_loads_with_its_manifest_and_input_spec(bundle_dir):
     bundle = Bundle.load(bundle_dir)
-    assert bundle.manifest.schema == "mtl-bundle/2"
+    assert bundle.manifest.schema == "mtl-bundle/3"
     assert bundle.input_spec == InputSpec(size=16, channels=1, mean=(0.5,), std=(0.25,), invert=False)
     assert set(bundle.files) == set(HASHED)
-    assert bundle.graphs["predict"].op_types["Softmax"] == 1
+    assert bundle.graphs["predict"].op_types["LogSoftmax"] == 1
 
 
 def test_embed_is_the_graph_batched_in_any_batch_size(bundle_dir):
@@ -114,7 +114,8 @@ def _set(meta: dict, path: str, value) -> None:
 
 
 @pytest.mark.parametrize("path, value, message", [
-    ("schema", "mtl-bundle/3", "unsupported schema 'mtl-bundle/3'"),
+    ("schema", "mtl-bundle/4", "unsupported schema 'mtl-bundle/4'"),
+    ("schema", "mtl-bundle/2", "written by an earlier mtl (predict gives probabilities, not log-probabilities)"),
     ("schema", "mtl-bundle/1", "written by an earlier mtl (no init_head graph); export the checkpoint again"),
     ("schema", KeyError, "missing key 'schema'"),
     ("feature_dim", KeyError, "missing key 'feature_dim'"),

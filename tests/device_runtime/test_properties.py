@@ -49,7 +49,7 @@ def test_any_edit_of_a_manifest_is_accepted_or_a_clean_error(good, data):
         parsed = Manifest.parse(raw)
     except MtlError:
         return
-    assert parsed.schema == "mtl-bundle/2" and isinstance(parsed.feature_dim, int)
+    assert parsed.schema == "mtl-bundle/3" and isinstance(parsed.feature_dim, int)
     assert Manifest.parse(parsed.to_json()) == parsed  # what is accepted writes back to itself
 
 

@@ -93,7 +93,7 @@ def test_a_pretrained_checkpoint_reports_what_its_bundle_does(pretrained_run, tm
         on_bundle = evaluate_path(tmp_path / "b", None, cfg, "cpu")
         assert on_ckpt.steps == on_bundle.steps
         assert_equivalent(on_bundle.result.per_episode, on_ckpt.result.per_episode, margin=0.005)
-        # the bundle tempers predict.onnx's probabilities as the checkpoint's softmax(T(N, K) · logits): the same
+        # the bundle reads predict.onnx's log-probabilities as the checkpoint's softmax(T(N, K) · logits): the same
         # reliability diagram, up to EDGE queries whose confidence sits on a bin edge within float rounding; each
         # such query moves the ECE by at most 2/N (it leaves one bin's term and joins another's)
         queries = cfg.episodes * cfg.ways * cfg.queries

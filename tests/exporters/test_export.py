@@ -33,7 +33,7 @@ def test_a_pretrained_checkpoint_exports_a_checked_bundle_with_hashes(pretrained
     report = export_bundle(pretrained_run[0], tmp_path / "bundle")
     bundle = tmp_path / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["schema"] == "mtl-bundle/2" and manifest["head"] == {"type": "cosine", "init": "proto"}
+    assert manifest["schema"] == "mtl-bundle/3" and manifest["head"] == {"type": "cosine", "init": "proto"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     for name in ("embed", "init_head", "adapt_step", "predict"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mtl.device_runtime import Adapter, Bundle
-from mtl.device_runtime.calibration import temper
+from mtl.device_runtime.calibration import softmax_at
 from mtl.exporters.bundle_export import export_bundle
-from mtl.pipeline.train.calibrate import LR_GRID, STEP_GRID, TIE, calibrate_checkpoint
+from mtl.pipeline.train.calibrate import LOG_LOSS_TIE, LR_GRID, STEP_GRID, TIE, calibrate_checkpoint, choose
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.learners import load_learner
 from tests.tolerance import assert_float_close
@@ -24,16 +24,28 @@ def calibrated(pretrained_run, tmp_path_factory):
     return run, file, result
 
 
-def test_the_chosen_steps_and_lr_are_the_best_on_the_validation_episodes(calibrated):
+def test_the_chosen_steps_and_lr_have_the_lowest_log_loss_of_the_most_accurate_on_validation(calibrated):
     _, _, result = calibrated
-    assert result.searched and set(result.table) == {str(lr) for lr in LR_GRID}
-    assert all(set(curve) == set(STEP_GRID) for curve in result.table.values())
+    assert result.searched and set(result.table) == set(result.log_loss) == {str(lr) for lr in LR_GRID}
+    assert all(set(curve) == set(STEP_GRID) for table in (result.table, result.log_loss) for curve in table.values())
     best = max(max(curve.values()) for curve in result.table.values())
-    chosen = result.table[str(result.lr)][result.steps]
-    assert chosen >= best - TIE  # the best, or within the tie margin of it with fewer steps
-    assert all(k >= result.steps or a < chosen + TIE for curve in result.table.values() for k, a in curve.items()
-               if a >= best - TIE)
+    assert result.table[str(result.lr)][result.steps] >= best - TIE  # among the most accurate
+    eligible = [(result.log_loss[lr][k], k) for lr, curve in result.table.items() for k, a in curve.items()
+                if a >= best - TIE]
+    lowest = min(loss for loss, _ in eligible)
+    chosen = result.log_loss[str(result.lr)][result.steps]
+    assert chosen <= lowest * (1 + LOG_LOSS_TIE)  # the lowest log-loss, or tied with it ...
+    assert all(k >= result.steps for loss, k in eligible if loss <= lowest * (1 + LOG_LOSS_TIE))  # ... fewest steps
     assert result.ece_after <= result.ece_before  # fitted on these episodes: never worse than T = 1
+
+
+@pytest.mark.parametrize(("candidates", "want"), [
+    ([(0.98, 0.060, 0, 0.1), (0.981, 0.055, 10, 0.3), (0.99, 0.070, 40, 1.0)], (40, 1.0)),  # accuracy first
+    ([(0.98, 0.060, 0, 0.1), (0.9805, 0.055, 10, 0.3), (0.9801, 0.050, 40, 1.0)], (40, 1.0)),  # then log-loss
+    ([(0.98, 0.0600, 0, 0.1), (0.9805, 0.0599, 10, 0.3)], (0, 0.1)),  # a log-loss tie: fewer steps
+])
+def test_choosing_takes_accuracy_then_log_loss_then_fewer_steps(candidates, want):
+    assert choose(candidates) == want
 
 
 def test_the_settings_are_written_into_the_checkpoint_and_applied_by_load_learner(calibrated):
@@ -65,8 +77,8 @@ def test_the_bundle_carries_the_temperature_and_the_adapter_applies_it(calibrate
     adapter.adapt()
     _, probs = adapter.predict(images)
     weight, bias = adapter.head
-    raw = bundle.predict_proba(weight, bias, bundle.embed(images))
-    assert_float_close(probs, temper(raw, result.temperature.at(3, 3)), ulps=256)
+    raw = bundle.predict_log_proba(weight, bias, bundle.embed(images))
+    assert_float_close(probs, softmax_at(raw, result.temperature.at(3, 3)), ulps=256)
     assert_float_close(probs.sum(1), np.ones(9))
 
 

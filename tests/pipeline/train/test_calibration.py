@@ -29,19 +29,28 @@ import math  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from mtl.device_runtime.calibration import Temperature, temper  # noqa: E402
+from mtl.device_runtime.calibration import Temperature, softmax_at  # noqa: E402
 from mtl.pipeline.train.calibrate import fit_temperature  # noqa: E402
-from tests.tolerance import assert_float_close  # noqa: E402
 
 
-def test_tempering_probabilities_is_softmax_of_scaled_logits():
+@pytest.mark.parametrize("scale", [8.0, 2000.0])
+def test_the_device_gets_softmax_of_scaled_logits_from_log_probabilities(scale):
+    """scale 2000: logits of a confident one-shot head, whose float32 probabilities underflow to 0 for every class
+    but one — a sharpening temperature (T = 0.02) still sees their differences in the log-probabilities."""
     g = torch.Generator().manual_seed(0)
-    logits = 8 * torch.randn(50, 7, generator=g, dtype=torch.float64)
-    for t in (0.2, 1.0, 3.7):
+    logits = scale * torch.randn(50, 7, generator=g, dtype=torch.float64)
+    for t in (0.02, 0.2, 1.0, 3.7):
         want = torch.softmax(t * logits, -1).numpy()
-        got = temper(torch.softmax(logits, -1).float().numpy(), t)
-        assert_float_close(got, want, ulps=256)  # float32 probabilities in, float32 out
+        got = softmax_at(torch.log_softmax(logits, -1).float().numpy(), t)
+        # float32 log-probabilities in: T · log p is off by a few ulps of |T log p| ≤ 2T·max|z|, which is the
+        # relative error of each probability; float32 out (its tiniest values flush to 0)
+        eps = float(np.finfo(np.float32).eps)
+        rtol = 4 * eps * (1 + 2 * t * float(logits.abs().max()))
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=float(np.finfo(np.float32).tiny))
         assert np.isfinite(got).all()
+    if scale > 1000:
+        probs = torch.softmax(logits, -1).float()
+        assert (probs == 0).sum() > 0.5 * probs.numel()  # what /2's probabilities would have handed the device
 
 
 def test_the_temperature_law_clamps_to_the_calibrated_range():
