@@ -6,8 +6,9 @@
 #   fine-tuning (Meta-Baseline) of this extractor lowered the held-out accuracy (README, "Recommended recipe").
 # Measured recipe (default): test = one held-out alphabet (Japanese katakana); the other background alphabets'
 #   characters split into train/val; the bundle is then evaluated through the device runtime, 600 seeded
-#   episodes per cell (5-way 1-shot, 20-way 1-shot, 20-way 5-shot), into OUT_DIR/eval/*.json and *.png
-#   (reliability diagram; the accuracy over adaptation steps to 20 in OUT_DIR/eval/*-steps.*).
+#   episodes per cell (5-way 1-shot, 20-way 1-shot, 20-way 5-shot, 5-way 5-shot), into OUT_DIR/eval/*.json and
+#   *.png (accuracy over the bundle's adaptation steps with each step's paired gain over step 0, and the
+#   reliability diagram; the same to 20 steps in OUT_DIR/eval/*-steps.*).
 # --deploy: the same settings trained on every background alphabet (validation: 10 % of the characters),
 #   nothing held out — the model a user ships; there is no test alphabet to evaluate on.
 # OUT_DIR/timing.json: the wall-clock seconds of training (pretraining with its calibration).
@@ -40,7 +41,7 @@ print(json.dumps(timing))
 PY
 [ "$MODE" = --deploy ] && exit 0
 mkdir -p "$OUT/eval"
-for cell in "5 1" "20 1" "20 5"; do
+for cell in "5 1" "20 1" "20 5" "5 5"; do
   set -- $cell
   name="$OUT/eval/${1}w${2}s"
   $BIN/mtl evaluate "$OUT/bundle.mtlb" --ways "$1" --shots "$2" --episodes 600 --json --plot "$name.png" > "$name.json"
@@ -50,8 +51,9 @@ for cell in "5 1" "20 1" "20 5"; do
 import json, sys
 name, ways, shots = sys.argv[1:]
 d, s = json.load(open(f"{name}.json")), json.load(open(f"{name}-steps.json"))
-c = s["curve"]
+gain = lambda c: f"{100 * c[0]['accuracy']:.2f} → {100 * c[-1]['accuracy']:.2f} % ({100 * c[-1]['gain']:+.2f} ± {100 * c[-1]['gain_ci95']:.2f} pp paired)"
 print(f"{ways}-way {shots}-shot: {100 * d['accuracy']:.2f} % ± {100 * d['ci95']:.2f} at {d['steps']} steps "
-      f"(ECE {d['ece']:.3f}); steps 0 → {c[-1]['steps']}: {100 * c[0]['accuracy']:.2f} → {100 * c[-1]['accuracy']:.2f} %")
+      f"(ECE {d['ece']:.3f}); steps 0 → {d['steps']}: " + (gain(d["curve"]) if "curve" in d else "none taken")
+      + f"; 0 → 20: {gain(s['curve'])}")
 PY
 done
