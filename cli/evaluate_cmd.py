@@ -43,6 +43,9 @@ def evaluate(
     runs: Annotated[Path | None, typer.Option(
         "--runs", help="Score a BUNDLE on one-shot runs in the layout of Lake et al. 2015 (runNN/training, "
                        "runNN/test, class_labels.txt; a folder or a zip) through the device runtime.")] = None,
+    attack_epsilon: Annotated[float, typer.Option(
+        help="Adversarial accuracy: every query is an FGSM sample of this step (normalised input units) against "
+             "the model adapted to its episode (a checkpoint; 0: clean).")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -57,7 +60,9 @@ def evaluate(
         return
     from mtl.pipeline.train.evaluate import EvalConfig
 
-    cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed)
+    cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed,
+                     attack_epsilon=attack_epsilon)
+    attack = {"attack": {"method": "fgsm", "epsilon": attack_epsilon}} if attack_epsilon else {}
     if plot is not None:
         from mtl.device_runtime.atomic import check_png_target
         from mtl.pipeline.report.plots import require_matplotlib
@@ -75,9 +80,12 @@ def evaluate(
     if as_json:
         from mtl.device_runtime import jsonio
 
-        typer.echo(jsonio.dumps({**evaluation_dict(ev), **({} if plot is None else {"plot": str(plot)})}))
+        typer.echo(jsonio.dumps({**evaluation_dict(ev), **attack, **({} if plot is None else {"plot": str(plot)})}))
         return
     _print(ev)
+    if attack_epsilon:
+        console.print(f"(adversarial: every query an FGSM sample, ε = {attack_epsilon:g}, against its adapted model)",
+                      highlight=False, soft_wrap=True)
     if plot is not None:
         first, last = ev.results[0].mean, ev.results[-1].mean
         console.print(f"plot: {plot} (accuracy {100 * first:.2f}% at 0 steps → {100 * last:.2f}% at "

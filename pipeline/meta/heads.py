@@ -85,8 +85,10 @@ class TaskHead(nn.Module):
         return self.from_means(onehot_means(feats, onehot))
 
     def init_from_labels(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int) -> Params:
-        """`init` from class labels (M,) in 0..N-1."""
-        return self.init(p, feats, F.one_hot(labels, n_way).to(feats.dtype))
+        """`init` from class labels (M,) in 0..N-1 (one-hot by comparison: F.one_hot checks its values with
+        `.item()`, which torch.func.grad under vmap — ADML's FGSM on a support set — cannot run)."""
+        onehot = labels[:, None] == torch.arange(n_way, device=labels.device)
+        return self.init(p, feats, onehot.to(feats.dtype))
 
     def from_means(self, means: torch.Tensor) -> Params:
         raise NotImplementedError

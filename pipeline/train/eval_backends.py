@@ -58,13 +58,16 @@ def _scored(outputs: torch.Tensor, labels: torch.Tensor, temperature: float = 1.
 
 class TorchBackend:
     """A `MetaLearner` adapted by its own inner loop (first order at evaluation, as the device steps).
-    `keep_step_logits`: the scores also carry the query logits after every step asked for (calibration)."""
+    `keep_step_logits`: the scores also carry the query logits after every step asked for (calibration).
+    `attack_epsilon` > 0: each episode's queries are replaced by FGSM samples against the model adapted to it
+    (white-box, after each step count), so the accuracy is the adversarial accuracy of Yin et al.'s ADML."""
 
     def __init__(self, learner: MetaLearner, device: torch.device, method: str = "adapt",
-                 keep_step_logits: bool = False) -> None:
+                 keep_step_logits: bool = False, attack_epsilon: float = 0.0) -> None:
         self.learner, self.device, self.method = learner.to(device), device, method
-        self.keep_step_logits = keep_step_logits
-        self.per_image = learner.frozen and not has_batch_statistics(learner.body)
+        self.keep_step_logits, self.attack_epsilon = keep_step_logits, attack_epsilon
+        # an attack perturbs images, so it needs them: no table of features computed once
+        self.per_image = learner.frozen and not has_batch_statistics(learner.body) and not attack_epsilon
 
     def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
         learner, device, cfg = self.learner, self.device, episodes.cfg
@@ -79,7 +82,7 @@ class TorchBackend:
                 sx, qx = (self._inputs(episodes, rows[part], table) for rows in (episodes.support, episodes.query))
 
                 def one(s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-                    return self._task(p, s, support_labels, q, cfg.ways, steps)
+                    return self._task(p, s, support_labels, q, query_labels, cfg.ways, steps)
 
                 with torch.no_grad():
                     outputs = vmap(one, randomness="same")(sx, qx)  # (B, S, Q, N)
@@ -103,17 +106,31 @@ class TorchBackend:
             return table[rows.to(self.device)]  # (B, M, D)
         return normalize(episodes.data.images[rows].to(self.device), episodes.data.spec)  # (B, M, C, H, W)
 
-    def _task(self, p: dict, s: torch.Tensor, sy: torch.Tensor, q: torch.Tensor, n_way: int,
+    def _task(self, p: dict, s: torch.Tensor, sy: torch.Tensor, q: torch.Tensor, qy: torch.Tensor, n_way: int,
               steps: list[int]) -> torch.Tensor:
         """One episode's query logits after each of `steps` → (S, Q, N)."""
         learner = self.learner
         if learner.adapts_body:
             trajectory = learner.adapt_trajectory(p, s, sy, n_way, steps[-1], first_order=True)
-            return _at(trajectory, steps, lambda fast: learner.predict(p, fast, q))
+            return _at(trajectory, steps, lambda fast: self._attacked(lambda x: learner.predict(p, fast, x), q, qy))
+        if self.attack_epsilon:  # images to perturb: the features of the perturbed queries, per adapted head
+            s = learner.features(p, s)
+            trajectory = learner.head_trajectory(p, s, sy, n_way, steps[-1])
+            return _at(trajectory, steps, lambda fast: self._attacked(
+                lambda x: learner.head_logits(p, fast, learner.features(p, x)), q, qy))
         if not self.per_image:  # a batch-statistics body: support and queries embedded per episode
             s, q = learner.features(p, s), learner.features(p, q)
         trajectory = learner.head_trajectory(p, s, sy, n_way, steps[-1])
         return _at(trajectory, steps, lambda fast: learner.head_logits(p, fast, q))
+
+    def _attacked(self, logits_of: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor,
+                  qy: torch.Tensor) -> torch.Tensor:
+        """The query logits, of the FGSM-perturbed queries when attacking."""
+        if not self.attack_epsilon:
+            return logits_of(q)
+        from mtl.pipeline.meta.adversarial import fgsm
+
+        return logits_of(fgsm(logits_of, q, qy, self.attack_epsilon))
 
 
 def _at(trajectory: Any, steps: list[int], score: Callable[[Any], torch.Tensor]) -> torch.Tensor:
@@ -221,6 +238,9 @@ def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[An
     """The backend that evaluates `path` with `cfg.method`, what its producer trained on (data spec, class split,
     input spec, the file), and its default number of adaptation steps."""
     if is_bundle(path):
+        if cfg.attack_epsilon:
+            raise ConfigError("--attack-epsilon needs a checkpoint: the attack differentiates the model, and a "
+                              "bundle's graphs give no gradient with respect to the images")
         return _bundle_backend(path, cfg)
     from mtl.pipeline.data import InputSpec
     from mtl.pipeline.train.checkpoint import load_checkpoint
@@ -233,12 +253,17 @@ def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[An
                 "input": InputSpec.from_dict(ckpt.meta["input"]) if ckpt.meta.get("input") else None,
                 "regression": loaded.learner.head.regression, "learner": loaded.learner, "device": device}
     learner, method = loaded.learner, cfg.method
+    if cfg.attack_epsilon and method not in ("auto", "adapt"):
+        raise ConfigError(f"--attack-epsilon attacks the model's own adaptation (--method auto or adapt), not "
+                          f"--method {method}")
+    if cfg.attack_epsilon and loaded.learner.head.regression:
+        raise ConfigError("--attack-epsilon is for classifiers; this is a sine-wave regression model")
     if method == "finetune":
         return FinetuneBackend(learner, device), producer, 0
     if method == "prototype":
         return TorchBackend(prototype_learner(learner), device, "prototype"), producer, 0
     name = "prototype" if not learner.head.adapts else "adapt"
-    return TorchBackend(learner, device, name), producer, loaded.steps
+    return TorchBackend(learner, device, name, attack_epsilon=cfg.attack_epsilon), producer, loaded.steps
 
 
 def regression_scores(learner: MetaLearner, cfg: EvalConfig, steps: int, device: torch.device,

@@ -41,6 +41,7 @@ class EvalConfig:
     seed: int = 0
     finetune_steps: int = 100
     finetune_lr: float = 0.01
+    attack_epsilon: float = 0.0  # > 0: FGSM queries against each adapted model, this step in input units
 
     def __post_init__(self) -> None:
         check_episode_shape(self.ways, self.shots, self.queries)
@@ -50,6 +51,8 @@ class EvalConfig:
             raise ConfigError(f"unknown evaluation method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.finetune_steps < 1 or not 0 < self.finetune_lr < math.inf:
             raise ConfigError("finetune steps must be ≥ 1 and finetune lr > 0")
+        if not 0 <= self.attack_epsilon < math.inf:
+            raise ConfigError(f"--attack-epsilon must be ≥ 0 and finite, got {self.attack_epsilon}")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from mtl.cli.app import app
 from tests.cli.test_report_cli import one_line_error
 from tests.png_check import assert_drawn_png
-from tests.tolerance import assert_equivalent
+from tests.tolerance import assert_better, assert_equivalent
 
 runner = CliRunner()
 EPISODES = ["--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "12", "--seed", "3", "--device", "cpu"]
@@ -90,3 +90,18 @@ def test_every_curve_point_gives_what_its_steps_added_over_step_0_on_the_same_ep
         np.testing.assert_allclose(point["gain"], diff.mean(), rtol=64 * eps, atol=64 * eps)
         np.testing.assert_allclose(point["gain_ci95"], 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)),
                                    rtol=64 * eps, atol=64 * eps)
+
+
+@pytest.mark.parametrize("target,value,culprit", [("bundle", "0.1", "--attack-epsilon needs a checkpoint"),
+                                                  ("checkpoint", "-0.5", "--attack-epsilon must be ≥ 0")])
+def test_an_attack_on_a_bundle_or_of_a_negative_size_is_one_line(mtl_bundle, tiny_mtl_run, target, value, culprit):
+    path = mtl_bundle if target == "bundle" else tiny_mtl_run
+    result = runner.invoke(app, ["evaluate", str(path), *EPISODES, "--attack-epsilon", value])
+    one_line_error(result, culprit, code=2)
+
+
+def test_the_adversarial_accuracy_is_reported_with_its_attack(tiny_mtl_run):
+    clean = evaluate_json(str(tiny_mtl_run))
+    attacked = evaluate_json(str(tiny_mtl_run), "--attack-epsilon", "0.5")
+    assert attacked["attack"] == {"method": "fgsm", "epsilon": 0.5} and "attack" not in clean
+    assert_better(clean["per_episode"], attacked["per_episode"])  # the same 12 episodes, paired

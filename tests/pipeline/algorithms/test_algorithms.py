@@ -13,7 +13,7 @@ JOINT = get_algorithm("joint")
 
 
 def test_unknown_algorithm_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="anil, joint, maml, metabaseline, metasgd, mtl, protonet, reptile"):
+    with pytest.raises(ConfigError, match="adml, anil, joint, maml, metabaseline, metasgd, mtl, protonet, reptile"):
         get_algorithm("mamba")
 
 
