@@ -7,7 +7,7 @@ size, and the temperature its probabilities are read at.
   queries at that pair's own fitted temperature) wins, fewer steps on a tie within `LOG_LOSS_TIE`. Accuracy alone
   cannot choose: validation episodes across alphabets sit at 98–99 %, where 200 episodes do not resolve the
   0.1–0.4 points that steps buy on within-alphabet test episodes, while the log-loss, a proper score of every
-  query's confidence, does (README's recipe: it picks 10 steps that add those points on the test alphabet).
+  query's confidence, does (README's recipe: it picks 5 steps that add those points on the test alphabet).
   A learner whose step sizes are learned (Meta-SGD),
   whose inner loop adapts its body (MAML: its steps are part of what it learned), or whose head takes no steps
   keeps what it trained with.
@@ -39,7 +39,7 @@ from mtl.pipeline.meta.learner import MetaLearner
 from mtl.pipeline.train.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint_path, save_checkpoint
 from mtl.pipeline.train.common import StepCallback, no_progress, resolve_device
 from mtl.pipeline.train.eval_backends import TorchBackend
-from mtl.pipeline.train.evaluate import EvalConfig, draw_episodes
+from mtl.pipeline.train.evaluate import EpisodeScores, EvalConfig, draw_episodes
 from mtl.pipeline.train.learners import load_learner
 
 STEP_GRID = (0, 5, 10, 20, 40)
@@ -113,9 +113,10 @@ def calibrate(learner: MetaLearner, trained_steps: int, val: ClassImages, episod
     log_loss: dict[str, dict[int, float]] = {}
     if searched:
         candidates = []  # (accuracy, log-loss, steps, lr)
+        by_lr = {}
         for lr in LR_GRID:
             backend = TorchBackend(_with_lr(learner, lr), device, keep_step_logits=True)
-            scored = [backend.scores(s, list(STEP_GRID), on_step) for s in sets]
+            scored = by_lr[lr] = [backend.scores(s, list(STEP_GRID), on_step) for s in sets]
             for j, k in enumerate(STEP_GRID):
                 groups = [(s.step_logits[:, j], _query_labels(c, len(s.accuracy)), c.ways, c.shots)
                           for c, s in zip(cells, scored, strict=True)]
@@ -124,10 +125,11 @@ def calibrate(learner: MetaLearner, trained_steps: int, val: ClassImages, episod
                 table.setdefault(str(lr), {})[k] = accuracy
                 log_loss.setdefault(str(lr), {})[k] = candidates[-1][1]
         steps, lr = choose(candidates)
+        j = STEP_GRID.index(steps)  # the search scored the chosen pair already
+        scored = [_at_step(s, j, _query_labels(c, len(s.accuracy))) for c, s in zip(cells, by_lr[lr], strict=True)]
     else:
         steps, lr = trained_steps if learner.head.adapts else 0, float(learner.spec.inner_lr)
-    chosen = TorchBackend(_with_lr(learner, lr) if searched else learner, device)
-    scored = [chosen.scores(s, [steps], on_step) for s in sets]
+        scored = [TorchBackend(learner, device).scores(s, [steps], on_step) for s in sets]
     accuracy = float(torch.stack([s.accuracy[:, -1].mean() for s in scored]).mean())
     temperature = fit_temperature([(s.logits, _query_labels(c, len(s.accuracy)), c.ways, c.shots)
                                    for c, s in zip(cells, scored, strict=True)])
@@ -150,6 +152,13 @@ def _log_loss(groups: list[tuple[torch.Tensor, torch.Tensor, int, int]], tempera
     """Mean over the groups (cells) of the queries' negative log-likelihood at the temperature law."""
     return float(sum(F.cross_entropy(temperature.at(n, k) * lg.double(), lb) for lg, lb, n, k in groups)
                  / len(groups))
+
+
+def _at_step(scores: EpisodeScores, j: int, labels: torch.Tensor) -> EpisodeScores:
+    """The scores after the j-th step count of a search pass, as if that count alone had been asked for."""
+    logits = scores.step_logits[:, j]
+    return EpisodeScores(scores.accuracy[:, j:j + 1], torch.softmax(logits, -1).max(-1).values,
+                         logits.argmax(-1) == labels, logits)
 
 
 def _with_lr(learner: MetaLearner, lr: float) -> MetaLearner:
