@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,13 +81,17 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
     """Train `method` into runs/<method> unless it is already there; returns the run directory. Each run records
     its training time (`grid_run.json`: CPU seconds of this process, every thread, and wall seconds; calibration
     not counted)."""
+    from mtl.pipeline.atomic import atomic_write_text
     from mtl.pipeline.train.calibrate import calibrate_checkpoint
     from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
     from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 
     out = runs / method
-    if (out / "best.safetensors").is_file() and (out / RUN_RECORD).is_file():
+    if (out / RUN_RECORD).is_file():  # written last, atomically: the run is complete
         return out
+    if out.exists():  # cut short (killed while training or calibrating): its CPU time is unknown, so start over
+        log(f"{method}: {out} has no {RUN_RECORD} (interrupted); training it again")
+        shutil.rmtree(out)
     if method == "transfer":
         began, began_cpu = time.perf_counter(), time.process_time()
         pretrain(PretrainConfig(data=data, out=str(out), backbone=budget.backbone, epochs=budget.pretrain_epochs,
@@ -115,7 +120,7 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
                  "wall_seconds": round(time.perf_counter() - began, 1), "cpu_budget": limit}
     if budget.calibrate_episodes:
         calibrate_checkpoint(out, budget.calibrate_episodes, 0, budget.device)
-    (out / RUN_RECORD).write_text(json.dumps(spent) + "\n")
+    atomic_write_text(out / RUN_RECORD, json.dumps(spent) + "\n")
     return out
 
 

@@ -52,6 +52,20 @@ def test_meta_methods_get_the_transfer_runs_cpu_time_and_a_rerun_reuses_every_ce
     assert json.loads(again.stdout)["methods"] == report["methods"]
 
 
+def test_a_run_cut_short_is_trained_again_not_trusted(grid, tmp_path):
+    """A run directory without its record (killed while training or calibrating) is trained afresh."""
+    import shutil
+
+    _, out = grid
+    cut = tmp_path / "grid"
+    shutil.copytree(out / "runs" / "transfer", cut / "runs" / "transfer")
+    (cut / "runs" / "transfer" / "grid_run.json").unlink()
+    result = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(cut),
+                             "--methods", "transfer"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "interrupted" in result.stderr and (cut / "runs" / "transfer" / "grid_run.json").is_file()
+
+
 def test_the_best_method_per_cell_is_the_highest_mean_and_the_reports_are_written(grid):
     report, out = grid
     for cell, best in report["best"].items():
