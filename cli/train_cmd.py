@@ -26,7 +26,7 @@ from mtl.cli.options import (
     key_values,
 )
 from mtl.cli.progress import progress_bars
-from mtl.device_runtime.schema import HEAD_TYPES
+from mtl.device_runtime.schema import CLASSIFIER_HEADS
 
 if TYPE_CHECKING:
     from mtl.pipeline.train.calibrate import Calibration
@@ -39,7 +39,7 @@ BackboneOpt = Annotated[str | None, typer.Option(
                        "an unknown name lists them all).")]
 
 
-HeadChoice = StrEnum("HeadChoice", [(kind, kind) for kind in HEAD_TYPES])  # the heads a bundle can carry
+HeadChoice = StrEnum("HeadChoice", [(kind, kind) for kind in CLASSIFIER_HEADS])  # the heads a user can choose
 
 
 @handle_errors

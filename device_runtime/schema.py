@@ -13,7 +13,9 @@ from dataclasses import dataclass
 SCHEMA = "mtl-bundle/3"  # /1 had no init_head graph (the device initialised the head with its own copy of the rule);
 # /2's predict gave probabilities, which underflow in float32 before a sharpening temperature (T < 1) could read them
 MANIFEST = "manifest.json"
-HEAD_TYPES = ("linear", "cosine")  # the heads a bundle carries (a prototype head ships as its linear form)
+CLASSIFIER_HEADS = ("linear", "cosine")  # the heads a user chooses for pretraining and meta-training (--head)
+# the heads a bundle carries (a prototype head ships as its linear form; the siamese head is the siamese method's)
+HEAD_TYPES = (*CLASSIFIER_HEADS, "siamese")
 HEAD_INITS = ("learned", "proto", "zero")  # how a task's head starts (pipeline/meta/heads.py)
 # The operator domains a bundle's graphs may use: standard ONNX (and ONNX-ML), which stock onnxruntime runs
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})

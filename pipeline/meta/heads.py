@@ -159,6 +159,34 @@ class PrototypeTaskHead(TaskHead):
         return LinearTaskHead(self.dim, "proto")
 
 
+class SiameseTaskHead(TaskHead):
+    """Koch et al. 2015's similarity as a task head: a class's vector is its support embedding W_c (the class
+    mean when K > 1) and a query's logit for class c is the twin network's pre-sigmoid similarity,
+    Σ_j α_j |f_j − W_cj| + β (+ b_c, 0 at the start): the weighted L1 distance of the paper with learned component
+    weights α (D,) and β. One-shot classification is then "the support image of highest similarity"; on a device
+    predict.onnx scores the queries against the stored embeddings. Trained on same/different pairs by the
+    `siamese` algorithm; the head's vectors may still take SGD steps on a device (the calibration decides)."""
+
+    kind = "siamese"
+    rules = ("proto",)
+
+    def __init__(self, dim: int, rule: str) -> None:
+        super().__init__(dim, rule)
+        # closer must mean more similar from the first step: α starts negative (Koch et al. initialise at random)
+        self.l1_weight = nn.Parameter(torch.full((dim,), -0.1))
+        self.l1_bias = nn.Parameter(torch.zeros(()))
+
+    def from_means(self, means: torch.Tensor) -> Params:
+        return {"head.weight": means, "head.bias": means.new_zeros(means.shape[0])}
+
+    def similarity(self, p: Params, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid similarity of every row of a (M, D) with every row of b (N, D) → (M, N)."""
+        return (a[:, None, :] - b[None, :, :]).abs() @ p["l1_weight"] + p["l1_bias"]
+
+    def logits(self, p: Params, fast: Params, feats: torch.Tensor) -> torch.Tensor:
+        return self.similarity(p, feats, fast["head.weight"]) + fast["head.bias"]
+
+
 class RegressionTaskHead(TaskHead):
     """No head: the body's output is the prediction, scored by mean squared error (MAML's sine waves)."""
 
@@ -183,7 +211,7 @@ class RegressionTaskHead(TaskHead):
 
 
 TASK_HEADS: dict[str, type[TaskHead]] = {h.kind: h for h in (LinearTaskHead, CosineTaskHead, PrototypeTaskHead,
-                                                            RegressionTaskHead)}
+                                                            SiameseTaskHead, RegressionTaskHead)}
 
 
 def build_task_head(kind: str, dim: int, rule: str) -> TaskHead:

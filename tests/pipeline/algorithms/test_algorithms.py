@@ -7,13 +7,16 @@ from mtl.pipeline.algorithms.reptile import adapted_mean, reptile_update
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.meta.algorithm import Algorithm, LearnerInputs
 from mtl.pipeline.meta.batch import Hyper
+from mtl.pipeline.meta.heads import TASK_HEADS
 from tests.pipeline.meta.tiny import tiny_batch, tiny_learner
 
 JOINT = get_algorithm("joint")
 
 
 def test_unknown_algorithm_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="adml, anil, joint, maml, metabaseline, metasgd, mtl, protonet, reptile"):
+    assert {"adml", "anil", "joint", "maml", "metabaseline", "metasgd", "mtl", "protonet", "reptile",
+            "siamese"} <= set(algorithm_names())
+    with pytest.raises(ConfigError, match=", ".join(algorithm_names())):
         get_algorithm("mamba")
 
 
@@ -103,8 +106,9 @@ def test_joint_with_half_beta_lies_between(batch):
 def test_every_update_changes_the_parameters_and_reports_a_loss(name):
     alg = get_algorithm(name)
     head = alg.head or "linear"
+    rules = TASK_HEADS[head].rules
     learner = tiny_learner(adapt=alg.inner, learn_lr=alg.learn_lr, head=head,
-                           head_init="proto" if head == "prototype" else "learned", dtype=torch.float32)
+                           head_init="learned" if "learned" in rules else rules[0], dtype=torch.float32)
     before = {n: t.detach().clone() for n, t in learner.named_parameters()}
     hp = Hyper(inner_steps=1, options=alg.parse_options({}))
     metrics = alg.update(learner, tiny_batch(dtype=torch.float32), alg.optimizers(learner, 0.01, hp), hp)
