@@ -13,7 +13,7 @@ batch, like an episode's query set — at least 2 of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,12 +68,32 @@ def head_trajectory(bundle: Bundle, features: np.ndarray, labels: np.ndarray, n:
     `steps` steps. The loss of the last head is None: it would cost one more run, which only `Adapter.adapt`
     asks for. `Adapter.adapt`, `mtl evaluate BUNDLE` and the device benchmark all adapt through this loop."""
     weight, bias = bundle.init_head(features, labels, n)
-    lr_weight, lr_bias = step_sizes(bundle, lr)
+    step = step_function(bundle, lr, n)
     for _ in range(steps):
-        new_weight, new_bias, loss = bundle.adapt_step(weight, bias, features, labels, lr_weight, lr_bias)
+        new_weight, new_bias, loss = step(weight, bias, features, labels)
         yield weight, bias, loss
         weight, bias = new_weight, new_bias
     yield weight, bias, None
+
+
+StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, float]]
+
+
+def step_function(bundle: Bundle, lr: float, n: int) -> StepFn:
+    """(W, b, features, labels) → (W', b', loss at W, b): one run of adapt_step.onnx with the bundle's update rule
+    — SGD with these step sizes, or a learned rule that carries its state from call to call (from zeros for an
+    N-class head; the loss does not depend on the state)."""
+    if bundle.manifest.rule == "sgd":
+        lr_weight, lr_bias = step_sizes(bundle, lr)
+        return lambda w, b, f, y: bundle.adapt_step(w, b, f, y, lr_weight, lr_bias)
+    state = bundle.initial_state(n)
+
+    def learned(w: np.ndarray, b: np.ndarray, f: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        nonlocal state
+        new_weight, new_bias, loss, state = bundle.learned_step(w, b, f, y, state)
+        return new_weight, new_bias, loss
+
+    return learned
 
 
 def _check_finite(array: np.ndarray, what: str, hint: str) -> None:
@@ -141,7 +161,7 @@ class Adapter:
             if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
                 self._roll_back(good, losses, steps, lr)
             if loss is None:  # the last head: its loss costs one more run
-                loss = self.bundle.adapt_step(weight, bias, features, labels, *self._step_sizes(lr))[2]
+                loss = step_function(self.bundle, lr, len(weight))(weight, bias, features, labels)[2]
             if not math.isfinite(loss):
                 self._roll_back(good, losses, steps, lr)
             losses.append(loss)
@@ -194,6 +214,9 @@ class Adapter:
 
     def _options(self, steps: int | None, lr: float | None) -> tuple[int, float]:
         steps = self.bundle.manifest.steps if steps is None else steps
+        if lr is not None and self.bundle.manifest.rule != "sgd":
+            raise ConfigError(f"{self.bundle.label} adapts with a learned update rule ({self.bundle.manifest.rule}), "
+                              "which has no step size: leave lr unset")
         lr = default_lr(self.bundle) if lr is None else lr
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
             raise ConfigError(f"steps must be an integer from 0 to {MAX_STEPS}, got {steps!r:.40}")
@@ -221,9 +244,6 @@ class Adapter:
             _check_finite(features, "support set: embed.onnx", "the bundle's embedding graph is broken")
             self._embedded = (classes, features)
         return self._embedded[1]
-
-    def _step_sizes(self, lr: float) -> tuple[np.ndarray, np.ndarray]:
-        return step_sizes(self.bundle, lr)
 
     def _roll_back(self, good: tuple[np.ndarray, np.ndarray] | None, losses: list[float], steps: int,
                    lr: float) -> None:

@@ -130,6 +130,9 @@ class Bundle:
     def adapt_step(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
                    lr_weight: np.ndarray, lr_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """One exported SGD step of the head: (W (N, D), b (N,)) → (W', b', loss at W, b)."""
+        if self.manifest.rule != "sgd":
+            raise ConfigError(f"{self.label} adapts with a learned update rule ({self.manifest.rule}); "
+                              "use learned_step with its state, not step sizes")
         feeds = {"weight": weight, "bias": bias, "features": features, "labels": labels.astype(np.int64),
                  "lr_weight": lr_weight, "lr_bias": lr_bias}
         new_weight, new_bias, loss = self._run("adapt_step", feeds, ["new_weight", "new_bias", "loss"])
@@ -137,6 +140,25 @@ class Bundle:
         self._check_output("adapt_step", new_bias, bias.shape)
         self._check_output("adapt_step", loss.reshape(-1), (1,))
         return new_weight, new_bias, float(loss.reshape(()))
+
+    def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """A learned update rule's state before the first step, for an N-class head: zeros (N, D, S), (N, S)."""
+        size = self.manifest.state
+        return np.zeros((n, self.feature_dim, size), np.float32), np.zeros((n, size), np.float32)
+
+    def learned_step(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray,
+                     state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float,
+                                                                    tuple[np.ndarray, np.ndarray]]:
+        """One step of a learned update rule (adapt.rule lstm): (W, b) and every entry's state → (W', b', loss at
+        W, b, the next state)."""
+        feeds = {"weight": weight, "bias": bias, "features": features, "labels": labels.astype(np.int64),
+                 "state_weight": state[0], "state_bias": state[1]}
+        new_weight, new_bias, loss, state_weight, state_bias = self._run(
+            "adapt_step", feeds, ["new_weight", "new_bias", "loss", "new_state_weight", "new_state_bias"])
+        for array, like in ((new_weight, weight), (new_bias, bias), (state_weight, state[0]), (state_bias, state[1])):
+            self._check_output("adapt_step", array, like.shape)
+        self._check_output("adapt_step", loss.reshape(-1), (1,))
+        return new_weight, new_bias, float(loss.reshape(())), (state_weight, state_bias)
 
     def predict_proba(self, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
                       shots: float | None = None) -> np.ndarray:

@@ -29,6 +29,7 @@ from mtl.device_runtime.schema import (
     MAX_NAME,
     SCHEMA,
     STANDARD_DOMAINS,
+    UPDATE_RULES,
     TensorSpec,
     graph_io,
     init_arrays,
@@ -77,6 +78,8 @@ class Manifest:
     batch_statistics: bool = False
     quantization: dict[str, Any] | None = None
     calibration: Temperature | None = None  # the temperature of predict's probabilities (device_runtime.calibration)
+    rule: str = "sgd"  # what adapt_step runs (schema.UPDATE_RULES); "lstm" carries `state` numbers per head entry
+    state: int = 0
     schema: str = SCHEMA
 
     @classmethod
@@ -103,19 +106,21 @@ class Manifest:
         dim = in_range(need(m, "feature_dim", "int", ""), "feature_dim")
         head, adapt = need(m, "head", "dict", ""), need(m, "adapt", "dict", "")
         learned_lr = need(adapt, "learned_lr", "bool", "adapt")
+        rule, state = _update_rule(adapt, learned_lr)
         init = need(m, "init", "dict", "")
         manifest = cls(
             producer=producer, input=spec, feature_dim=dim, head_type=_choice(head, "type", HEAD_TYPES, "head"),
             head_init=_choice(head, "init", HEAD_INITS, "head"),
             steps=in_range(need(adapt, "steps", "int", "adapt"), "adapt.steps"),
             lr=float(in_range(need(adapt, "lr", "number", "adapt"), "adapt.lr")), learned_lr=learned_lr,
-            opset=in_range(need(m, "opset", "int", ""), "opset"), graphs=_graphs(m, spec, dim),
+            opset=in_range(need(m, "opset", "int", ""), "opset"), graphs=_graphs(m, spec, dim, state),
             init_file=_member(need(init, "file", "str", "init"), "init.file"),
             init_arrays=_init_arrays(init, init_arrays(dim, learned_lr)), files=_files(m),
             batch_statistics=need(m, "batch_statistics", "bool", "") if "batch_statistics" in m else False,
             # informative: how embed.onnx was quantized and how close it stayed
             quantization=need(m, "quantization", "dict", "") if "quantization" in m else None,
-            calibration=_calibration(need(m, "calibration", "dict", "")) if "calibration" in m else None)
+            calibration=_calibration(need(m, "calibration", "dict", "")) if "calibration" in m else None,
+            rule=rule, state=state)
         missing = [f for f in [g.file for g in manifest.graphs.values()] + [manifest.init_file]
                    if f not in manifest.files]
         if missing:
@@ -126,7 +131,8 @@ class Manifest:
         out: dict[str, Any] = {
             "schema": self.schema, "producer": self.producer, "input": self.input.to_dict(),
             "feature_dim": self.feature_dim, "head": {"type": self.head_type, "init": self.head_init},
-            "adapt": {"steps": self.steps, "lr": self.lr, "learned_lr": self.learned_lr},
+            "adapt": {"steps": self.steps, "lr": self.lr, "learned_lr": self.learned_lr,
+                      **({"rule": self.rule, "state": self.state} if self.rule != "sgd" else {})},
             "batch_statistics": self.batch_statistics, "opset": self.opset,
             "graphs": {name: graph.to_dict() for name, graph in self.graphs.items()},
             "init": {"file": self.init_file, "arrays": self.init_arrays}, "files": self.files}
@@ -141,10 +147,10 @@ class Manifest:
         return (jsonio.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8")
 
     @staticmethod
-    def graphs_for(spec: InputSpec, dim: int) -> dict[str, Graph]:
+    def graphs_for(spec: InputSpec, dim: int, state: int = 0) -> dict[str, Graph]:
         """Every graph as the schema defines it, in `<name>.onnx`."""
         return {name: Graph(f"{name}.onnx", io.inputs, io.outputs)
-                for name, io in graph_io(spec.channels, spec.size, dim).items()}
+                for name, io in graph_io(spec.channels, spec.size, dim, state).items()}
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -217,14 +223,28 @@ def _choice(obj: dict, key: str, choices: tuple[str, ...], where: str) -> str:
     return value
 
 
-def _graphs(m: dict, spec: InputSpec, dim: int) -> dict[str, Graph]:
+def _update_rule(adapt: dict, learned_lr: bool) -> tuple[str, int]:
+    """`adapt.rule` and `adapt.state` (both absent: SGD, no state)."""
+    if "rule" not in adapt and "state" not in adapt:
+        return "sgd", 0
+    rule = _choice(adapt, "rule", UPDATE_RULES, "adapt")
+    if rule == "sgd":
+        if "state" in adapt:
+            raise BundleError(f"{MANIFEST}: adapt.state is for a learned update rule; adapt.rule sgd has none")
+        return rule, 0
+    if learned_lr:
+        raise BundleError(f"{MANIFEST}: adapt.rule {rule} learns its own steps; adapt.learned_lr must be false")
+    return rule, in_range(need(adapt, "state", "int", "adapt"), "adapt.state")
+
+
+def _graphs(m: dict, spec: InputSpec, dim: int, state: int) -> dict[str, Graph]:
     """`graphs`: every graph of the schema, each listing exactly the schema's interface for these images and
     features (so a manifest cannot describe graphs the runtime would feed wrongly)."""
     graphs = need(m, "graphs", "dict", "")
     unknown = sorted(set(graphs) - set(GRAPH_NAMES))
     if unknown:
         raise BundleError(f"{MANIFEST}: unknown graph(s) {unknown!r:.80} in graphs; {SCHEMA} has {list(GRAPH_NAMES)}")
-    expected = graph_io(spec.channels, spec.size, dim)
+    expected = graph_io(spec.channels, spec.size, dim, state)
     out = {}
     for name in GRAPH_NAMES:
         graph = need(graphs, name, "dict", "graphs")

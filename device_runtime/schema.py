@@ -30,6 +30,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "feature_dim": (1, 1 << 16),
     "adapt.steps": (0, 1000),
     "adapt.lr": (1e-12, 1e3),
+    "adapt.state": (1, 4096),  # a learned rule's state per head entry (the meta-LSTM's: 42)
     "opset": (7, 30),
     "shape dimension": (0, 1 << 20),
     "calibration.log_temperature": (-20.0, 20.0),
@@ -59,24 +60,34 @@ class GraphIO:
     outputs: tuple[TensorSpec, ...]
 
 
-def graph_io(channels: int, size: int, dim: int) -> dict[str, GraphIO]:
+UPDATE_RULES = ("sgd", "lstm")  # what adapt_step runs: first-order SGD, or a learned LSTM optimiser with state
+
+
+def graph_io(channels: int, size: int, dim: int, state: int = 0) -> dict[str, GraphIO]:
     """THE interface of every bundle graph for C-channel size² images and D-dimensional features. N (classes),
     M (support examples) and B (batch) are dynamic: one bundle serves any number of new classes.
 
     - embed: normalised images → features (the frozen extractor);
     - init_head: support features and their one-hot labels → the task's head (the training head's own rule);
     - adapt_step: ONE first-order SGD step of the head (W, b) on the support features → (W', b', loss at W, b);
+      with a learned update rule (`state` > 0, adapt.rule "lstm": Ravi & Larochelle's meta-learner) the step
+      takes each coordinate's state, S = `state` numbers per head entry, instead of step sizes, and returns the
+      next state after the loss;
     - predict: head and features → class log-probabilities (log-softmax of the head's logits, at temperature 1).
     """
     head = (TensorSpec("weight", ("N", dim)), TensorSpec("bias", ("N",)))
     support = (TensorSpec("features", ("M", dim)),)
     step_sizes = (TensorSpec("lr_weight", (1, dim)), TensorSpec("lr_bias", (1,)))
+    rule_inputs, rule_outputs = step_sizes, ()
+    if state:
+        rule_inputs = (TensorSpec("state_weight", ("N", dim, state)), TensorSpec("state_bias", ("N", state)))
+        rule_outputs = (TensorSpec("new_state_weight", ("N", dim, state)), TensorSpec("new_state_bias", ("N", state)))
     return {
         "embed": GraphIO((TensorSpec("images", ("B", channels, size, size)),), (TensorSpec("features", ("B", dim)),)),
         "init_head": GraphIO(support + (TensorSpec("onehot", ("M", "N")),), head),
-        "adapt_step": GraphIO(head + support + (TensorSpec("labels", ("M",), "int64"),) + step_sizes,
+        "adapt_step": GraphIO(head + support + (TensorSpec("labels", ("M",), "int64"),) + rule_inputs,
                               (TensorSpec("new_weight", ("N", dim)), TensorSpec("new_bias", ("N",)),
-                               TensorSpec("loss", ()))),
+                               TensorSpec("loss", ())) + rule_outputs),
         "predict": GraphIO(head + (TensorSpec("features", ("B", dim)),),
                            (TensorSpec("log_probabilities", ("B", "N")),)),
     }

@@ -176,12 +176,13 @@ def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset:
                 "splits": {part: list(ckpt.meta["splits"].get(part, [])) for part in ("train", "val", "test")}}
     return Manifest(producer=producer, input=dm.input_spec, feature_dim=dm.feature_dim,
                     head_type=dm.learner.spec.head, head_init=dm.learner.spec.head_init, steps=dm.steps,
-                    lr=dm.lr, learned_lr=learned_lr, opset=opset, graphs=Manifest.graphs_for(dm.input_spec,
-                                                                                          dm.feature_dim),
+                    lr=dm.lr, learned_lr=learned_lr, opset=opset,
+                    graphs=Manifest.graphs_for(dm.input_spec, dm.feature_dim, dm.learner.state_size),
                     init_file="init.npz", init_arrays=init_arrays(dm.feature_dim, learned_lr),
                     files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                     batch_statistics=dm.batch_statistics, quantization=quantization,
-                    calibration=None if dm.learner.head.temperature.identity else dm.learner.head.temperature)
+                    calibration=None if dm.learner.head.temperature.identity else dm.learner.head.temperature,
+                    rule="lstm" if dm.learner.state_size else "sgd", state=dm.learner.state_size)
 
 
 def _bundle_path(out: Path, single_file: bool) -> Path:

@@ -30,7 +30,7 @@ GraphFn = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
 
 
 def graph_interfaces(dm: DeployModel) -> dict[str, GraphIO]:
-    return graph_io(dm.input_spec.channels, dm.input_spec.size, dm.feature_dim)
+    return graph_io(dm.input_spec.channels, dm.input_spec.size, dm.feature_dim, dm.learner.state_size)
 
 
 def graph_functions(dm: DeployModel) -> dict[str, tuple[GraphFn | torch.nn.Module, bool]]:
@@ -60,6 +60,15 @@ def adapt_step_fn(dm: DeployModel) -> Callable[..., tuple[torch.Tensor, torch.Te
 
     def loss_fn(fast: dict[str, torch.Tensor], feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return learner.task_loss(learner.head_logits(p, fast, feats), labels)
+
+    if learner.state_size:  # a learned update rule: the learner's own step, with each entry's state in and out
+        def learned(weight, bias, features, labels, state_weight, state_bias):  # noqa: ANN001, ANN202 (traced)
+            new, state, loss = learner.learned_step(p, {"head.weight": weight, "head.bias": bias},
+                                                    {"head.weight": state_weight, "head.bias": state_bias},
+                                                    features, labels, loss_fn)
+            return new["head.weight"], new["head.bias"], loss, state["head.weight"], state["head.bias"]
+
+        return learned
 
     def step(weight, bias, features, labels, lr_weight, lr_bias):  # noqa: ANN001, ANN202 (traced)
         new, loss = inner_step({"head.weight": weight, "head.bias": bias}, features, labels,

@@ -138,6 +138,6 @@ class Algorithm:
         if not learner.adapts_body and head is learner.head:
             return learner.eval()
         spec = dataclasses.replace(learner.spec, adapt="head", head=head.kind, head_init=head.rule)
-        frozen = MetaLearner(spec)
+        frozen = self.build(spec)  # the method's own learner: a learned update rule stays the device's rule
         frozen.load_state_dict(learner.state_dict(), strict=False)  # drops the body's step sizes only
         return frozen.eval()

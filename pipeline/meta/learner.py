@@ -182,15 +182,14 @@ class MetaLearner(nn.Module):
         """The adapted "fast" parameters for one task, through the shared `inner_adapt`."""
         fast, inputs, loss_fn = self.inner_problem(p, support, labels, n_way)
         steps = steps if self.head.adapts else 0
-        return inner_adapt(fast, inputs, labels, steps, self.step_sizes(p), loss_fn=loss_fn, first_order=first_order)
+        return self.update_rule_adapt(p, fast, inputs, labels, steps, loss_fn, first_order)
 
     def adapt_trajectory(self, p: Params, support: torch.Tensor, labels: torch.Tensor, n_way: int, steps: int, *,
                          first_order: bool = False) -> Iterator[Params]:
         """The fast parameters after 0 (the initialisation), 1, …, `steps` inner steps of `adapt`."""
         fast, inputs, loss_fn = self.inner_problem(p, support, labels, n_way)
         steps = steps if self.head.adapts else 0
-        return inner_trajectory(fast, inputs, labels, steps, self.step_sizes(p), loss_fn=loss_fn,
-                                first_order=first_order)
+        return self.update_rule_trajectory(p, fast, inputs, labels, steps, loss_fn, first_order)
 
     def head_trajectory(self, p: Params, feats: torch.Tensor, labels: torch.Tensor, n_way: int,
                         steps: int) -> Iterator[Params]:
@@ -198,7 +197,21 @@ class MetaLearner(nn.Module):
         runs; evaluation calls it on features embedded once."""
         fast, feats, loss_fn = self.head_problem(p, feats, labels, n_way)
         steps = steps if self.head.adapts else 0
-        return inner_trajectory(fast, feats, labels, steps, self.step_sizes(p), loss_fn=loss_fn, first_order=True)
+        return self.update_rule_trajectory(p, fast, feats, labels, steps, loss_fn, True)
+
+    # ---- the update rule: SGD (`inner_step`), which a learned optimiser overrides (`state_size` > 0)
+    state_size = 0  # per-coordinate state the rule carries from step to step (0: none, plain SGD)
+
+    def update_rule_adapt(self, p: Params, fast: Params, inputs: torch.Tensor, labels: torch.Tensor, steps: int,
+                          loss_fn: LossFn, first_order: bool) -> Params:
+        """`steps` updates of `fast` on one task's inputs (a plain loop, which vmap and torch.compile see)."""
+        return inner_adapt(fast, inputs, labels, steps, self.step_sizes(p), loss_fn=loss_fn, first_order=first_order)
+
+    def update_rule_trajectory(self, p: Params, fast: Params, inputs: torch.Tensor, labels: torch.Tensor,
+                               steps: int, loss_fn: LossFn, first_order: bool) -> Iterator[Params]:
+        """`fast` after 0, 1, …, `steps` updates (the same ones as `update_rule_adapt`)."""
+        return inner_trajectory(fast, inputs, labels, steps, self.step_sizes(p), loss_fn=loss_fn,
+                                first_order=first_order)
 
     def head_problem(self, p: Params, feats: torch.Tensor, labels: torch.Tensor,
                      n_way: int) -> tuple[Params, torch.Tensor, LossFn]:

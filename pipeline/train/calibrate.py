@@ -8,7 +8,7 @@ size, and the temperature its probabilities are read at.
   cannot choose: validation episodes across alphabets sit at 98–99 %, where 200 episodes do not resolve the
   0.1–0.4 points that steps buy on within-alphabet test episodes, while the log-loss, a proper score of every
   query's confidence, does (README's recipe: it picks 5 steps that add those points on the test alphabet).
-  A learner whose step sizes are learned (Meta-SGD),
+  A learner whose step sizes are learned (Meta-SGD) or whose whole update rule is (the meta-LSTM),
   whose inner loop adapts its body (MAML: its steps are part of what it learned), or whose head takes no steps
   keeps what it trained with.
 - Temperature (post-hoc temperature scaling, Guo et al. 2017): the law T(N, K) = exp(a + b·log N + c·log K)
@@ -108,7 +108,7 @@ def calibrate(learner: MetaLearner, trained_steps: int, val: ClassImages, episod
         raise DataError(f"the validation classes have {int(val.counts.min())} images each; calibration needs "
                         f"at least {1 + QUERIES}")
     sets = [draw_episodes(val, cfg) for cfg in cells]
-    searched = not (learner.spec.learn_lr or learner.adapts_body or not learner.head.adapts)
+    searched = not (learner.spec.learn_lr or learner.adapts_body or not learner.head.adapts or learner.state_size)
     table: dict[str, dict[int, float]] = {}
     log_loss: dict[str, dict[int, float]] = {}
     if searched:
