@@ -101,6 +101,9 @@ class Siamese(Algorithm):
     def spec(self, given: LearnerInputs) -> LearnerSpec:
         return dataclasses.replace(super().spec(given), head="siamese", head_init="proto", adapt="head")
 
+    def adaptation_steps(self, inner_steps: int) -> int:
+        return 0  # the paper's rule: no steps (a calibration may still choose some for the device)
+
     def task_outputs(self, learner: MetaLearner, p: Params, support: torch.Tensor, labels: torch.Tensor,
                      query: torch.Tensor, n_way: int, steps: int, first_order: bool) -> torch.Tensor:
         """Classification as the paper does it: no steps, the class whose stored embedding is most similar."""

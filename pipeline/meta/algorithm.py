@@ -96,6 +96,11 @@ class Algorithm:
     def build(self, spec: LearnerSpec, body_state: dict[str, torch.Tensor] | None = None) -> MetaLearner:
         return MetaLearner(spec, body_state)
 
+    def adaptation_steps(self, inner_steps: int) -> int:
+        """The steps a model of this method adapts with after training (validation, evaluation, a device's
+        default): the inner loop's, unless the method classifies without one."""
+        return inner_steps
+
     # ---- training
     def task_outputs(self, learner: MetaLearner, p: Params, support: torch.Tensor, labels: torch.Tensor,
                      query: torch.Tensor, n_way: int, steps: int, first_order: bool) -> torch.Tensor:

@@ -62,13 +62,15 @@ def prepare(cfg: MetaTrainConfig, device: torch.device, part: slice | None = Non
 
     validator = TorchBackend(learner, device)
 
+    steps = alg.adaptation_steps(cfg.inner_steps)  # what validation, evaluation and a device adapt with
+
     def validate() -> tuple[float, float]:
-        result = evaluate(validator, val, val_cfg, cfg.inner_steps)[-1]
+        result = evaluate(validator, val, val_cfg, steps)[-1]
         return result.mean, result.ci95
 
     meta = {"kind": "meta-train", "config": config_to_dict(cfg), "learner": spec.to_dict(),
             "input": data.spec.to_dict(), "splits": splits.to_dict(), "data": data.provenance,
-            "algorithm": cfg.algorithm, "inner_steps": cfg.inner_steps}
+            "algorithm": cfg.algorithm, "inner_steps": steps}
     return Setup(learner, tasks, meta, validate)
 
 

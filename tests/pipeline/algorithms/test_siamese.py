@@ -116,8 +116,9 @@ def test_a_trained_siamese_network_exports_and_the_device_classifies_as_torch_do
     run = trained
     bundle = export_bundle(run, tmp_path / "siamese.mtlb", single_file=True).path
     cfg = EvalConfig(ways=5, shots=1, queries=5, episodes=40, seed=3)
-    torch_side = evaluate_path(run, None, cfg, "cpu", steps=0).result
-    device_side = evaluate_path(bundle, None, cfg, "cpu", steps=0).result
+    torch_eval, device_eval = evaluate_path(run, None, cfg, "cpu"), evaluate_path(bundle, None, cfg, "cpu")
+    assert torch_eval.steps == device_eval.steps == [0]  # the paper's rule by default: no steps
+    torch_side, device_side = torch_eval.result, device_eval.result
     assert torch_side.mean > 0.5  # it learned something (chance is 0.2)
     # the same episodes through onnxruntime: at most one query in a thousand may flip on a float32 near-tie
     assert np.mean(np.abs(np.asarray(torch_side.per_episode) - np.asarray(device_side.per_episode))) <= 1e-3
