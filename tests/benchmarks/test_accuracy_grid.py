@@ -59,6 +59,7 @@ def test_a_run_cut_short_is_trained_again_not_trusted(grid, tmp_path):
     _, out = grid
     cut = tmp_path / "grid"
     shutil.copytree(out / "runs" / "transfer", cut / "runs" / "transfer")
+    shutil.copytree(out / "cells" / "transfer", cut / "cells" / "transfer")  # the retrained bundle is the same
     (cut / "runs" / "transfer" / "grid_run.json").unlink()
     result = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(cut),
                              "--methods", "transfer"], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -140,7 +140,10 @@ def test_trained_on_every_parameter_it_ships_its_rule_for_the_head(tmp_path):
                                val_episodes=4, device="cpu", calibrate_episodes=0, backbone_options={"width": 8}))
     with pytest.raises(CheckpointError, match="--adapt head"):
         export_bundle(run, tmp_path / "refused.mtlb", single_file=True)
-    report = export_bundle(run, tmp_path / "head.mtlb", single_file=True, adapt="head")
-    from mtl.device_runtime import Bundle
+    from mtl.pipeline.algorithms.meta_lstm import MetaLSTMLearner
+    from mtl.pipeline.train.checkpoint import load_checkpoint
+    from mtl.pipeline.train.learners import load_learner
 
-    assert Bundle.load(report.path).manifest.rule == "lstm"
+    shipped = META_LSTM.deployable(load_learner(load_checkpoint(run)).learner, "head", run)
+    assert isinstance(shipped, MetaLSTMLearner) and not shipped.spec.adapt == "all"  # the exporter's learner
+    assert shipped.state_size == 42  # so adapt_step.onnx is the learned rule (exported: the device test above)

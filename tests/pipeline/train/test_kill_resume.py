@@ -35,7 +35,10 @@ def _start(command: str, config: Path, out: Path, resume: bool) -> subprocess.Po
     args = [sys.executable, "-m", "mtl", command, "--config", str(config), "--out", str(out), "--device", "cpu",
             "-q", *(["--resume"] if resume else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child: a suite started in the background by a shell without job control
+    # inherits SIGINT ignored, and the run would then finish instead of stopping cleanly
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _rows(out: Path) -> int:
