@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from mtl.pipeline.algorithms import register_algorithm
+from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.meta.algorithm import Algorithm
 from mtl.pipeline.meta.inner import LossFn, Params
 from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
@@ -90,8 +91,6 @@ class MetaLSTMLearner(MetaLearner):
 
     def __init__(self, spec: LearnerSpec, body_state: dict[str, torch.Tensor] | None = None) -> None:
         if not 0 < spec.inner_lr < 1:
-            from mtl.pipeline.errors import ConfigError
-
             raise ConfigError(f"--algorithm meta-lstm starts its input gate at --inner-lr, a sigmoid's value: it "
                               f"must be in (0, 1), got {spec.inner_lr}")
         super().__init__(spec, body_state)
