@@ -44,6 +44,10 @@ def adapt(
     steps: Annotated[int | None, typer.Option(min=0, help="Update steps (default: the bundle's).")] = None,
     lr: Annotated[float | None, typer.Option(help="Step size, or the factor on meta-learned step sizes "
                                              "(default: the bundle's).")] = None,
+    context_steps: Annotated[int | None, typer.Option(
+        min=0, max=1000, help="A bundle that adapts a context vector (CAML): its steps, before the head's "
+                              "(default: the bundle's).")] = None,
+    context_lr: Annotated[float | None, typer.Option(help="The context's step size (default: the bundle's).")] = None,
     threads: ThreadsOpt = 1,
     key: KeyOpt = None,
 ) -> None:
@@ -57,10 +61,12 @@ def adapt(
     adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
     for name, images in image_folders(support).items():
         adapter.add_examples(name, images)
-    result = adapter.adapt(steps, lr)
+    result = adapter.adapt(steps, lr, context_steps=context_steps, context_lr=context_lr)
     adapter.save(out)
     say(f"classes ({len(result.classes)}): {', '.join(result.classes)}")
     say(f"support: {result.support} images")
+    if result.context_losses:
+        say(f"context: loss {result.context_losses[0]:.4g} before {result.context_steps} step(s)")
     say(f"loss: {result.loss_before:.4g} → {result.final_loss:.4g} ({result.steps} steps, lr {result.lr:g})")
     say(f"saved: {out}")
 
@@ -134,7 +140,9 @@ def _manifest_table(bundle: Bundle) -> Table:
                      f"{list(spec.std)}, invert {spec.invert}, resize {spec.resize}",
             "feature_dim": str(m.feature_dim),
             "head": f"{m.head_type}, init {m.head_init}",
-            "adapt": f"{m.steps} steps, lr {m.lr}, learned_lr {m.learned_lr}",
+            "adapt": f"{m.steps} steps, lr {m.lr}, learned_lr {m.learned_lr}"
+                     + ("" if m.context is None else f"; context of {m.context.dim}: {m.context.steps} steps, "
+                        f"lr {m.context.lr}, after hidden {list(m.context.hidden)}"),
             "opset": str(m.opset),
             "init": ", ".join(f"{k} {v}" for k, v in m.init_arrays.items()) or "(none)"}
     for key, value in rows.items():

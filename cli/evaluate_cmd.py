@@ -46,6 +46,9 @@ def evaluate(
     attack_epsilon: Annotated[float, typer.Option(
         help="Adversarial accuracy: every query is an FGSM sample of this step (normalised input units) against "
              "the model adapted to its episode (a checkpoint; 0: clean).")] = 0.0,
+    context_steps: Annotated[int | None, typer.Option(
+        min=0, max=1000, help="A bundle that adapts a context vector (CAML): its steps before the head's (default: "
+                              "the bundle's; 0: the extractor at context 0).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -61,7 +64,7 @@ def evaluate(
     from mtl.pipeline.train.evaluate import EvalConfig
 
     cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed,
-                     attack_epsilon=attack_epsilon)
+                     attack_epsilon=attack_epsilon, context_steps=context_steps)
     attack = {"attack": {"method": "fgsm", "epsilon": attack_epsilon}} if attack_epsilon else {}
     if plot is not None:
         from mtl.device_runtime.atomic import check_png_target

@@ -2,7 +2,8 @@
 
 `bundle.mtlb` (the bundle, so the directory is self-contained), `state.npz` (`weight` (N, D), `bias`
 (N,), support `features` (M, D), `labels` (M,), and for a bundle with batch statistics the
-normalised support `images` (M, C, H, W), embedded again when a class is added) and `adapted.json`
+normalised support `images` (M, C, H, W), embedded again when a class is added; with a context, the adapted
+`context` (d,) and the images too) and `adapted.json`
 (class names in label order, steps, lr, losses, final loss, the sha256 of `bundle.mtlb` and of `state.npz`).
 Both hashes are checked before either file is used; every file is read with a size cap.
 """
@@ -31,11 +32,14 @@ ADAPTED_JSON, STATE, BUNDLE = "adapted.json", "state.npz", "bundle.mtlb"
 
 
 def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
-                 labels: np.ndarray, result: AdaptResult, images: np.ndarray | None = None) -> None:
+                 labels: np.ndarray, result: AdaptResult, images: np.ndarray | None = None,
+                 context: np.ndarray | None = None) -> None:
     """Write the three files into a fresh directory and swap it in for `path` (never half-updated)."""
     bundle_bytes = bundle.to_zip_bytes()
     state = io.BytesIO()
     extra = {} if images is None else {"images": images.astype(np.float32)}
+    if context is not None:
+        extra["context"] = context.astype(np.float32)
     np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64), **extra)
     meta = {"schema": SCHEMA, **result.to_dict(), "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest(),
             "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
@@ -53,10 +57,12 @@ def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray
     state_bytes = _read_hashed(path / STATE, MAX_STATE_BYTES, meta["state_sha256"])
     bundle = Bundle.from_bytes(bundle_bytes, name=str(path / BUNDLE), intra_op_num_threads=threads)
     result = AdaptResult(tuple(meta["classes"]), meta["support"], meta["steps"], meta["lr"],
-                         tuple(meta["losses"]), meta["final_loss"])
+                         tuple(meta["losses"]), meta["final_loss"], meta.get("context_steps", 0),
+                         tuple(meta.get("context_losses", ())))
     spec = bundle.input_spec
-    image_shape = (spec.channels, spec.size, spec.size) if bundle.batch_statistics else None
-    state = _read_state(state_bytes, path / STATE, len(result.classes), bundle.feature_dim, image_shape)
+    image_shape = (spec.channels, spec.size, spec.size) if bundle.keeps_images else None
+    context = None if bundle.context is None else bundle.context.dim
+    state = _read_state(state_bytes, path / STATE, len(result.classes), bundle.feature_dim, image_shape, context)
     return bundle, state, result
 
 
@@ -87,6 +93,11 @@ def _read_meta(file: Path) -> dict:
               "final_loss": lambda v: isinstance(v, int | float) and math.isfinite(v),
               "bundle_sha256": lambda v: isinstance(v, str) and len(v) == 64,
               "state_sha256": lambda v: isinstance(v, str) and len(v) == 64}
+    optional = {"context_steps": lambda v: isinstance(v, int) and v >= 0,
+                "context_losses": lambda v: isinstance(v, list) and all(isinstance(x, int | float) for x in v)}
+    for key, ok in optional.items():
+        if key in meta and (isinstance(meta[key], bool) or not ok(meta[key])):
+            raise BundleError(f"{file}: invalid {key}: {meta[key]!r:.60}")
     for key, ok in checks.items():
         if key not in meta:
             raise BundleError(f"{file}: missing key {key!r}")
@@ -95,10 +106,10 @@ def _read_meta(file: Path) -> dict:
     return meta
 
 
-def _read_state(data: bytes, file: Path, n: int, dim: int,
-                image_shape: tuple[int, int, int] | None) -> dict[str, np.ndarray]:
-    """`state.npz` bytes → arrays, checked against the class count n, the feature dim and (batch statistics)
-    the shape of one support image."""
+def _read_state(data: bytes, file: Path, n: int, dim: int, image_shape: tuple[int, int, int] | None,
+                context: int | None = None) -> dict[str, np.ndarray]:
+    """`state.npz` bytes → arrays, checked against the class count n, the feature dim, (kept images) the shape of
+    one support image and (a context) its size."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             state = {key: npz[key] for key in npz.files}
@@ -108,6 +119,8 @@ def _read_state(data: bytes, file: Path, n: int, dim: int,
     shapes = {"weight": (n, dim), "bias": (n,), "features": (m, dim), "labels": (m,)}
     if image_shape is not None:
         shapes["images"] = (m, *image_shape)
+    if context is not None:
+        shapes["context"] = (context,)
     for key, shape in shapes.items():
         if key not in state:
             raise BundleError(f"{file}: missing array {key!r}")
@@ -116,7 +129,7 @@ def _read_state(data: bytes, file: Path, n: int, dim: int,
     labels = state["labels"]
     if not np.issubdtype(labels.dtype, np.integer) or set(np.unique(labels).tolist()) != set(range(n)):
         raise BundleError(f"{file}: labels must be integers covering every class 0..{n - 1}")
-    for key in [k for k in ("weight", "bias", "features", "images") if k in shapes]:
+    for key in [k for k in ("weight", "bias", "features", "images", "context") if k in shapes]:
         if not np.issubdtype(state[key].dtype, np.floating) or not np.isfinite(state[key]).all():
             raise BundleError(f"{file}: {key} must hold finite floats")
         state[key] = state[key].astype(np.float32)

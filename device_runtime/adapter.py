@@ -8,6 +8,10 @@ A bundle whose extractor normalises with batch statistics (MAML-style transducti
 `Bundle.batch_statistics`) is used as it was trained: `adapt` embeds the whole support set as one
 batch (so adding a class changes every feature), and `predict` embeds the images of one call as one
 batch, like an episode's query set — at least 2 of them.
+
+A bundle with a context (CAML, `Bundle.context`) adapts inside its extractor first: `adapt` runs
+`context_step.onnx` on the support set's hidden activations (from φ = 0, `context_steps` times), then embeds the
+support set and, at `predict`, the queries with the adapted φ, and the head adapts on those features as above.
 """
 
 from __future__ import annotations
@@ -38,13 +42,40 @@ class AdaptResult:
     lr: float
     losses: tuple[float, ...]
     final_loss: float
+    context_steps: int = 0  # steps of the context (a bundle with a context section), before the head's
+    context_losses: tuple[float, ...] = ()  # the support loss before each context step
 
     @property
     def loss_before(self) -> float:
         return self.losses[0] if self.losses else self.final_loss
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "classes": list(self.classes), "losses": list(self.losses)}
+        return {**asdict(self), "classes": list(self.classes), "losses": list(self.losses),
+                "context_losses": list(self.context_losses)}
+
+
+def adapt_context(bundle: Bundle, images: np.ndarray, labels: np.ndarray, n: int, steps: int,
+                  lr: float | None = None) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """THE device loop of a context (CAML): the support images' hidden activations (embed_prefix.onnx), φ from 0
+    through `steps` runs of context_step.onnx (step size `lr`, default the manifest's), and the support features
+    at the adapted φ (embed_suffix.onnx) → (φ, the loss before each step, features (M, D)). A non-finite step
+    raises `BundleError`: nothing is adapted."""
+    spec = bundle.context
+    if spec is None:
+        raise ConfigError(f"{bundle.label} has no context to adapt (its extractor is frozen)")
+    lr = spec.lr if lr is None else lr
+    hidden = bundle.embed_prefix(images)
+    context, losses = np.zeros(spec.dim, np.float32), []
+    for k in range(steps):
+        new, loss = bundle.context_step(hidden, labels, n, context, lr)
+        if not (math.isfinite(loss) and np.isfinite(new).all()):
+            raise BundleError(f"context adaptation diverged at step {k + 1} of {steps} (non-finite loss or "
+                              f"context with lr {lr:g}); nothing was adapted — try a smaller context lr")
+        losses.append(loss)
+        context = new
+    features = bundle.embed_suffix(hidden, context)
+    _check_finite(features, "support set: embed_suffix.onnx", "the bundle's embedding graph is broken")
+    return context, tuple(losses), features
 
 
 def default_lr(bundle: Bundle) -> float:
@@ -111,7 +142,8 @@ class Adapter:
         # class → its support examples in label order: features (K, D), or with batch statistics the
         # normalised images (K, C, H, W), embedded together at `adapt`
         self._support: dict[str, np.ndarray] = {}
-        self._embedded: tuple[tuple[str, ...], np.ndarray] | None = None  # batch statistics: (classes, features)
+        self._embedded: tuple[tuple[str, ...], np.ndarray] | None = None  # kept images: (classes, features)
+        self._context: np.ndarray | None = None  # the adapted context (a bundle with a context section)
         self._head: tuple[np.ndarray, np.ndarray] | None = None
         self.result: AdaptResult | None = None
 
@@ -142,18 +174,30 @@ class Adapter:
             raise DataError(f"class {class_name!r} has no images")
         _check_finite(batch, f"class {class_name!r}: preprocessing", "check the images and the bundle's input "
                       "mean/std")
-        if self.bundle.batch_statistics:  # embedded with the whole support set at adapt()
+        if self.bundle.keeps_images:  # embedded with the whole support set at adapt()
             self._support[class_name] = self.bundle.check_images(batch)
             return
         features = self.bundle.embed(batch)
         _check_finite(features, f"class {class_name!r}: embed.onnx", "the bundle's embedding graph is broken")
         self._support[class_name] = features
 
-    def adapt(self, steps: int | None = None, lr: float | None = None) -> AdaptResult:
+    def adapt(self, steps: int | None = None, lr: float | None = None, *, context_steps: int | None = None,
+              context_lr: float | None = None) -> AdaptResult:
         """Initialise the head for every added class and run the exported step `steps` times (default:
         the manifest's). `lr` is the step size, or the factor on meta-learned step sizes (default 1).
-        A step that gives a non-finite loss or head is rolled back to the last finite head, and said."""
+        A step that gives a non-finite loss or head is rolled back to the last finite head, and said.
+        A bundle with a context adapts it first, `context_steps` steps of `context_lr` (default: the manifest's)."""
         steps, lr = self._options(steps, lr)
+        context_losses: tuple[float, ...] = ()
+        if self.bundle.context is not None:
+            context_steps = self._context_steps(context_steps, context_lr)
+            images, labels = self._support_examples()
+            context, context_losses, features = adapt_context(self.bundle, images, labels, len(self._support),
+                                                              context_steps, context_lr)
+            self._context, self._embedded = context, (tuple(self._support), features)
+        elif context_steps or context_lr is not None:
+            raise ConfigError(f"{self.bundle.label} has no context to adapt (its extractor is frozen): leave "
+                              "context_steps and context_lr unset")
         features, labels = self._support_set()
         losses: list[float] = []
         good: tuple[np.ndarray, np.ndarray] | None = None  # the last head with a finite loss
@@ -166,7 +210,8 @@ class Adapter:
                 self._roll_back(good, losses, steps, lr)
             losses.append(loss)
             good = (weight, bias)
-        result = AdaptResult(tuple(self._support), len(labels), steps, lr, tuple(losses[:-1]), losses[-1])
+        result = AdaptResult(tuple(self._support), len(labels), steps, lr, tuple(losses[:-1]), losses[-1],
+                             len(context_losses), context_losses)
         self._set_head(*good, result)
         return result
 
@@ -178,7 +223,7 @@ class Adapter:
             raise DataError(f"{self.bundle.label} normalises with batch statistics (transductive BatchNorm): "
                             f"predict needs at least 2 images in one call, got {len(batch)}")
         _check_finite(batch, "predict: preprocessing", "check the images and the bundle's input mean/std")
-        features = self.bundle.embed(batch)
+        features = self.bundle.embed(batch, context=self._context)
         _check_finite(features, "predict: embed.onnx", "the bundle's embedding graph is broken")
         classes = self.result.classes
         probs = self.bundle.predict_proba(weight, bias, features, shots=self.result.support / len(classes))
@@ -191,8 +236,8 @@ class Adapter:
 
         weight, bias = self._adapted_head()
         features, labels = self._support_set()
-        images = np.concatenate(list(self._support.values())) if self.bundle.batch_statistics else None
-        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result, images)
+        images = np.concatenate(list(self._support.values())) if self.bundle.keeps_images else None
+        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result, images, self._context)
 
     @classmethod
     def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Adapter:
@@ -201,9 +246,12 @@ class Adapter:
 
         bundle, state, result = load_adapted(Path(path), intra_op_num_threads)
         adapter = cls(bundle)
-        examples = state["images"] if bundle.batch_statistics else state["features"]
+        examples = state["images"] if bundle.keeps_images else state["features"]
         for label, name in enumerate(result.classes):
             adapter._support[name] = examples[state["labels"] == label]
+        adapter._context = state.get("context")
+        if adapter._context is not None:  # the saved features are those of this context
+            adapter._embedded = (tuple(result.classes), state["features"])
         adapter._set_head(state["weight"], state["bias"], result)
         return adapter
 
@@ -224,23 +272,37 @@ class Adapter:
             raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
         return steps, float(lr)
 
-    def _support_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """Class-major support features (M, D) and labels (M,) int64 of the classes added so far."""
+    def _support_examples(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class-major support examples (features, or kept images) and labels (M,) int64 of the classes so far."""
         if not self._support:
             raise DataError("no classes to adapt to: call add_examples() for at least 2 classes first")
         if len(self._support) < 2:
             raise DataError(f"adaptation needs at least 2 classes, got 1 ({next(iter(self._support))!r})")
-        examples = np.concatenate(list(self._support.values()))
-        features = self._embed_together(examples) if self.bundle.batch_statistics else examples
         labels = np.repeat(np.arange(len(self._support)), [len(f) for f in self._support.values()])
-        return features, labels.astype(np.int64)
+        return np.concatenate(list(self._support.values())), labels.astype(np.int64)
+
+    def _support_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class-major support features (M, D) and labels (M,) int64 of the classes added so far."""
+        examples, labels = self._support_examples()
+        return (self._embed_together(examples) if self.bundle.keeps_images else examples), labels
+
+    def _context_steps(self, steps: int | None, lr: float | None) -> int:
+        spec = self.bundle.context
+        steps = spec.steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+            raise ConfigError(f"context_steps must be an integer from 0 to {MAX_STEPS}, got {steps!r:.40}")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr)
+                               or lr <= 0):
+            raise ConfigError(f"context_lr must be a finite number > 0, got {lr!r:.40}")
+        return steps
 
     def _embed_together(self, images: np.ndarray) -> np.ndarray:
         """The whole support set embedded as one batch, once per set of classes (classes are only ever
-        added, so the class names identify the set): `save` after `adapt` does not embed it again."""
+        added, so the class names identify the set): `save` after `adapt` does not embed it again. (With a
+        context, `adapt` leaves the features of the adapted context here.)"""
         classes = tuple(self._support)
         if self._embedded is None or self._embedded[0] != classes:
-            features = self.bundle.embed(images)
+            features = self.bundle.embed(images, context=self._context)
             _check_finite(features, "support set: embed.onnx", "the bundle's embedding graph is broken")
             self._embedded = (classes, features)
         return self._embedded[1]

@@ -23,7 +23,7 @@ from mtl.device_runtime.errors import BundleError, ConfigError, DataError
 from mtl.device_runtime.manifest import Manifest
 from mtl.device_runtime.onnx_proto import GraphInfo, ProtoError, read_graph_info
 from mtl.device_runtime.preprocess import ImageSource, preprocess
-from mtl.device_runtime.schema import GRAPH_NAMES, MANIFEST, STANDARD_DOMAINS
+from mtl.device_runtime.schema import MANIFEST, STANDARD_DOMAINS, Context
 from mtl.device_runtime.signing import SIGNATURE, verify_manifest
 
 # Images per embed.onnx run. On one CPU thread a Conv-4 (28²) or ResNet-12 (84²) extractor runs just as
@@ -47,10 +47,10 @@ class Bundle:
         self.feature_dim: int = self.manifest.feature_dim
         self._manifest_bytes, self.files, self.signature = manifest_bytes, files, signature
         _check_digests(self.manifest, files)
-        self.graphs = {name: _graph_info(self.manifest, name, files) for name in GRAPH_NAMES}
+        self.graphs = {name: _graph_info(self.manifest, name, files) for name in self.manifest.graphs}
         self.init = _load_init(self.manifest, files)
         self._sessions = {name: _session(self.graph_file(name), files, intra_op_num_threads)
-                          for name in GRAPH_NAMES}
+                          for name in self.manifest.graphs}
 
     @classmethod
     def load(cls, path: str | Path, *, intra_op_num_threads: int = 1, key: str | Path | None = None) -> Bundle:
@@ -84,6 +84,17 @@ class Bundle:
         transductive BatchNorm): a support set is embedded as one batch, and queries are scored together."""
         return self.manifest.batch_statistics
 
+    @property
+    def context(self) -> Context | None:
+        """The context vector the device adapts inside the extractor (CAML), or None: the extractor is frozen."""
+        return self.manifest.context
+
+    @property
+    def keeps_images(self) -> bool:
+        """True when a support set is kept as images and embedded at adaptation, not as features once: its
+        features depend on the whole set (batch statistics) or on the context adapted to it."""
+        return self.batch_statistics or self.context is not None
+
     def graph_file(self, name: str) -> str:
         return self.manifest.graphs[name].file
 
@@ -92,18 +103,60 @@ class Bundle:
         exactly the training transform (`device_runtime.preprocess`)."""
         return preprocess(sources, self.input_spec)
 
-    def embed(self, images: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
+    def embed(self, images: np.ndarray, batch_size: int = EMBED_BATCH, context: np.ndarray | None = None) -> np.ndarray:
         """Normalised float32 images (B, C, H, W) → features (B, D), `batch_size` images per run
-        (all of them in one run when the bundle normalises with batch statistics)."""
+        (all of them in one run when the bundle normalises with batch statistics). With a `context` (a bundle
+        with a context section): the extractor conditioned on it, embed_prefix then embed_suffix."""
+        if context is not None:
+            return self.embed_suffix(self.embed_prefix(images, batch_size), context, batch_size)
+        return self._batched("embed", self.check_images(images), (self.feature_dim,), batch_size)
+
+    def embed_prefix(self, images: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
+        """Normalised images (B, C, H, W) → the hidden activations (B, *context.hidden) the context conditions."""
+        return self._batched("embed_prefix", self.check_images(images), self._context().hidden, batch_size)
+
+    def embed_suffix(self, hidden: np.ndarray, context: np.ndarray, batch_size: int = EMBED_BATCH) -> np.ndarray:
+        """Hidden activations (B, *context.hidden) and a context (d,) → features (B, D)."""
+        phi = self._check_context(context)
+        return self._batched("embed_suffix", hidden, (self.feature_dim,), batch_size, {"context": phi})
+
+    def context_step(self, hidden: np.ndarray, labels: np.ndarray, n: int, context: np.ndarray,
+                     lr: float) -> tuple[np.ndarray, float]:
+        """ONE exported SGD step of the context on the support set's hidden activations (M, …) with labels (M,) in
+        0..n-1: φ → (φ', support loss at φ)."""
+        spec = self._context()
+        labels = np.asarray(labels, dtype=np.int64)
+        feeds = {"hidden": np.asarray(hidden, np.float32), "labels": labels, "onehot": _onehot(labels, n),
+                 "context": self._check_context(context), "lr_context": np.full((1,), lr, np.float32)}
+        new, loss = self._run("context_step", feeds, ["new_context", "loss"])
+        self._check_output("context_step", new, (spec.dim,))
+        self._check_output("context_step", loss.reshape(-1), (1,))
+        return new.astype(np.float32, copy=False), float(loss.reshape(()))
+
+    def _context(self) -> Context:
+        if self.context is None:
+            raise ConfigError(f"{self.label} has no context to adapt (its extractor is frozen)")
+        return self.context
+
+    def _check_context(self, context: np.ndarray) -> np.ndarray:
+        phi = np.asarray(context, dtype=np.float32)
+        if phi.shape != (self._context().dim,):
+            raise DataError(f"the context must have shape ({self._context().dim},), got {phi.shape}")
+        return phi
+
+    def _batched(self, graph: str, batch: np.ndarray, shape: tuple[int, ...], batch_size: int,
+                 extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Run the one-input `graph` over `batch` (B, …), `batch_size` at a time (all at once with batch statistics)
+        → float32 (B, *shape)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
-        images, dim = self.check_images(images), self.feature_dim
-        name = self.manifest.graphs["embed"].inputs[0].name
-        batch_size = max(len(images), 1) if self.batch_statistics else batch_size
-        parts = [self._run("embed", {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
-        features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-        self._check_output("embed", features, (len(images), dim))
-        return features.astype(np.float32, copy=False)
+        name = self.manifest.graphs[graph].inputs[0].name
+        batch_size = max(len(batch), 1) if self.batch_statistics else batch_size
+        parts = [self._run(graph, {name: batch[i:i + batch_size], **(extra or {})})[0]
+                 for i in range(0, len(batch), batch_size)]
+        out = np.concatenate(parts) if parts else np.zeros((0, *shape), np.float32)
+        self._check_output(graph, out, (len(batch), *shape))
+        return out.astype(np.float32, copy=False)
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
         """Normalised images as `embed` takes them: float (B, C, H, W) of the manifest's size → float32."""
@@ -119,9 +172,7 @@ class Bundle:
     def init_head(self, features: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The head of an n-class task from its support features (M, D) and labels (M,) in 0..n-1, by the
         bundle's own rule (init_head.onnx, traced from the training head): W (N, D), b (N,)."""
-        labels = np.asarray(labels, dtype=np.int64)
-        onehot = np.zeros((len(labels), n), np.float32)
-        onehot[np.arange(len(labels)), labels] = 1.0
+        onehot = _onehot(np.asarray(labels, dtype=np.int64), n)
         weight, bias = self._run("init_head", {"features": features, "onehot": onehot}, ["weight", "bias"])
         self._check_output("init_head", weight, (n, self.feature_dim))
         self._check_output("init_head", bias, (n,))
@@ -205,6 +256,12 @@ class Bundle:
     def _check_output(self, graph: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
         if tuple(array.shape) != tuple(shape):
             raise BundleError(f"{self.graph_file(graph)}: output has shape {tuple(array.shape)}, expected {shape}")
+
+
+def _onehot(labels: np.ndarray, n: int) -> np.ndarray:
+    onehot = np.zeros((len(labels), n), np.float32)
+    onehot[np.arange(len(labels)), labels] = 1.0
+    return onehot
 
 
 def _check_digests(manifest: Manifest, files: dict[str, bytes]) -> None:

@@ -19,6 +19,7 @@ from mtl.device_runtime.calibration import Temperature
 from mtl.device_runtime.errors import BundleError, ConfigError
 from mtl.device_runtime.preprocess import InputSpec
 from mtl.device_runtime.schema import (
+    CONTEXT_GRAPHS,
     DTYPES,
     GRAPH_NAMES,
     HEAD_INITS,
@@ -30,6 +31,7 @@ from mtl.device_runtime.schema import (
     SCHEMA,
     STANDARD_DOMAINS,
     UPDATE_RULES,
+    Context,
     TensorSpec,
     graph_io,
     init_arrays,
@@ -80,6 +82,7 @@ class Manifest:
     calibration: Temperature | None = None  # the temperature of predict's probabilities (device_runtime.calibration)
     rule: str = "sgd"  # what adapt_step runs (schema.UPDATE_RULES); "lstm" carries `state` numbers per head entry
     state: int = 0
+    context: Context | None = None  # a context vector the device adapts inside the extractor (CAML)
     schema: str = SCHEMA
 
     @classmethod
@@ -108,19 +111,20 @@ class Manifest:
         learned_lr = need(adapt, "learned_lr", "bool", "adapt")
         rule, state = _update_rule(adapt, learned_lr)
         init = need(m, "init", "dict", "")
+        context = _context(need(m, "context", "dict", "")) if "context" in m else None
         manifest = cls(
             producer=producer, input=spec, feature_dim=dim, head_type=_choice(head, "type", HEAD_TYPES, "head"),
             head_init=_choice(head, "init", HEAD_INITS, "head"),
             steps=in_range(need(adapt, "steps", "int", "adapt"), "adapt.steps"),
             lr=float(in_range(need(adapt, "lr", "number", "adapt"), "adapt.lr")), learned_lr=learned_lr,
-            opset=in_range(need(m, "opset", "int", ""), "opset"), graphs=_graphs(m, spec, dim, state),
+            opset=in_range(need(m, "opset", "int", ""), "opset"), graphs=_graphs(m, spec, dim, state, context),
             init_file=_member(need(init, "file", "str", "init"), "init.file"),
             init_arrays=_init_arrays(init, init_arrays(dim, learned_lr)), files=_files(m),
             batch_statistics=need(m, "batch_statistics", "bool", "") if "batch_statistics" in m else False,
             # informative: how embed.onnx was quantized and how close it stayed
             quantization=need(m, "quantization", "dict", "") if "quantization" in m else None,
             calibration=_calibration(need(m, "calibration", "dict", "")) if "calibration" in m else None,
-            rule=rule, state=state)
+            rule=rule, state=state, context=context)
         missing = [f for f in [g.file for g in manifest.graphs.values()] + [manifest.init_file]
                    if f not in manifest.files]
         if missing:
@@ -140,6 +144,8 @@ class Manifest:
             out["quantization"] = self.quantization
         if self.calibration is not None:
             out["calibration"] = self.calibration.to_dict()
+        if self.context is not None:
+            out["context"] = self.context.to_dict()
         return out
 
     def to_json(self) -> bytes:
@@ -147,10 +153,10 @@ class Manifest:
         return (jsonio.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8")
 
     @staticmethod
-    def graphs_for(spec: InputSpec, dim: int, state: int = 0) -> dict[str, Graph]:
+    def graphs_for(spec: InputSpec, dim: int, state: int = 0, context: Context | None = None) -> dict[str, Graph]:
         """Every graph as the schema defines it, in `<name>.onnx`."""
         return {name: Graph(f"{name}.onnx", io.inputs, io.outputs)
-                for name, io in graph_io(spec.channels, spec.size, dim, state).items()}
+                for name, io in graph_io(spec.channels, spec.size, dim, state, context).items()}
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -237,16 +243,33 @@ def _update_rule(adapt: dict, learned_lr: bool) -> tuple[str, int]:
     return rule, in_range(need(adapt, "state", "int", "adapt"), "adapt.state")
 
 
-def _graphs(m: dict, spec: InputSpec, dim: int, state: int) -> dict[str, Graph]:
+def _context(section: dict) -> Context:
+    """`context`: the context vector's size, the per-image shape of the activations it conditions, and its
+    default steps and step size."""
+    hidden = need(section, "hidden", "list", "context")
+    if not 1 <= len(hidden) <= 3 or not all(_is(d, "int") for d in hidden):
+        raise BundleError(f"{MANIFEST}: context.hidden must be a shape of 1 to 3 integers, got {hidden!r:.60}")
+    for d in hidden:
+        in_range(d, "shape dimension", shown="context.hidden")
+        if d < 1:
+            raise BundleError(f"{MANIFEST}: context.hidden must hold positive sizes, got {hidden}")
+    return Context(dim=in_range(need(section, "dim", "int", "context"), "context.dim"), hidden=tuple(hidden),
+                   steps=in_range(need(section, "steps", "int", "context"), "context.steps"),
+                   lr=float(in_range(need(section, "lr", "number", "context"), "context.lr")))
+
+
+def _graphs(m: dict, spec: InputSpec, dim: int, state: int, context: Context | None) -> dict[str, Graph]:
     """`graphs`: every graph of the schema, each listing exactly the schema's interface for these images and
     features (so a manifest cannot describe graphs the runtime would feed wrongly)."""
     graphs = need(m, "graphs", "dict", "")
-    unknown = sorted(set(graphs) - set(GRAPH_NAMES))
+    names = GRAPH_NAMES + (CONTEXT_GRAPHS if context is not None else ())
+    unknown = sorted(set(graphs) - set(names))
     if unknown:
-        raise BundleError(f"{MANIFEST}: unknown graph(s) {unknown!r:.80} in graphs; {SCHEMA} has {list(GRAPH_NAMES)}")
-    expected = graph_io(spec.channels, spec.size, dim, state)
+        raise BundleError(f"{MANIFEST}: unknown graph(s) {unknown!r:.80} in graphs; {SCHEMA} has {list(names)}"
+                          + ("" if context is not None else " (the context graphs need a context section)"))
+    expected = graph_io(spec.channels, spec.size, dim, state, context)
     out = {}
-    for name in GRAPH_NAMES:
+    for name in names:
         graph = need(graphs, name, "dict", "graphs")
         file = _member(need(graph, "file", "str", f"graphs.{name}"), f"graphs.{name}.file")
         for side in ("inputs", "outputs"):

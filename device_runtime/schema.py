@@ -21,6 +21,8 @@ HEAD_INITS = ("learned", "proto", "zero")  # how a task's head starts (pipeline/
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
 GRAPH_NAMES = ("embed", "init_head", "adapt_step", "predict")
+# the graphs a bundle that adapts a context vector inside its extractor adds (CAML: manifest section "context")
+CONTEXT_GRAPHS = ("embed_prefix", "context_step", "embed_suffix")
 # (lowest, highest) allowed value of each number, by its dotted key: a bundle comes from anywhere, and a value
 # that passes must not crash, exhaust memory or run forever later
 LIMITS: dict[str, tuple[float, float]] = {
@@ -30,7 +32,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "feature_dim": (1, 1 << 16),
     "adapt.steps": (0, 1000),
     "adapt.lr": (1e-12, 1e3),
-    "adapt.state": (1, 4096),  # a learned rule's state per head entry (the meta-LSTM's: 42)
+    "adapt.state": (1, 4096),
+    "context.dim": (1, 4096),  # the context vector's size (CAML's: 100 for images)
+    "context.steps": (0, 1000),
+    "context.lr": (1e-12, 1e3),  # a learned rule's state per head entry (the meta-LSTM's: 42)
     "opset": (7, 30),
     "shape dimension": (0, 1 << 20),
     "calibration.log_temperature": (-20.0, 20.0),
@@ -38,7 +43,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "calibration.per_log_shots": (-10.0, 10.0),
     "calibration.range": (1, 1 << 20),  # the calibrated N and K
 }
-MAX_FILES = 16  # a bundle holds 5 files
+MAX_FILES = 16  # a bundle holds 5 files (8 with a context)
 MAX_NAME = 255
 
 
@@ -60,10 +65,26 @@ class GraphIO:
     outputs: tuple[TensorSpec, ...]
 
 
+@dataclass(frozen=True)
+class Context:
+    """A context vector φ (`dim` numbers, φ₀ = 0) that conditions the extractor between its prefix and suffix, whose
+    hidden activations have shape `hidden` (C, H, W) per image; the device runs `steps` SGD steps of size `lr` on
+    it before the head is initialised (CAML, Zintgraf et al. 2019)."""
+
+    dim: int
+    hidden: tuple[int, ...]
+    steps: int
+    lr: float
+
+    def to_dict(self) -> dict:
+        return {"dim": self.dim, "hidden": list(self.hidden), "steps": self.steps, "lr": self.lr}
+
+
 UPDATE_RULES = ("sgd", "lstm")  # what adapt_step runs: first-order SGD, or a learned LSTM optimiser with state
 
 
-def graph_io(channels: int, size: int, dim: int, state: int = 0) -> dict[str, GraphIO]:
+def graph_io(channels: int, size: int, dim: int, state: int = 0,
+             context: Context | None = None) -> dict[str, GraphIO]:
     """THE interface of every bundle graph for C-channel size² images and D-dimensional features. N (classes),
     M (support examples) and B (batch) are dynamic: one bundle serves any number of new classes.
 
@@ -74,6 +95,11 @@ def graph_io(channels: int, size: int, dim: int, state: int = 0) -> dict[str, Gr
       takes each coordinate's state, S = `state` numbers per head entry, instead of step sizes, and returns the
       next state after the loss;
     - predict: head and features → class log-probabilities (log-softmax of the head's logits, at temperature 1).
+
+    With a `context` (CAML), three more: embed_prefix (images → hidden activations, before φ enters),
+    context_step (ONE SGD step of φ on the support set's hidden activations → (φ', loss at φ); the loss is the
+    head's, initialised by its own rule from the φ-conditioned support features) and embed_suffix (hidden and φ →
+    features). `embed` is the extractor at φ = 0.
     """
     head = (TensorSpec("weight", ("N", dim)), TensorSpec("bias", ("N",)))
     support = (TensorSpec("features", ("M", dim)),)
@@ -82,7 +108,7 @@ def graph_io(channels: int, size: int, dim: int, state: int = 0) -> dict[str, Gr
     if state:
         rule_inputs = (TensorSpec("state_weight", ("N", dim, state)), TensorSpec("state_bias", ("N", state)))
         rule_outputs = (TensorSpec("new_state_weight", ("N", dim, state)), TensorSpec("new_state_bias", ("N", state)))
-    return {
+    graphs = {
         "embed": GraphIO((TensorSpec("images", ("B", channels, size, size)),), (TensorSpec("features", ("B", dim)),)),
         "init_head": GraphIO(support + (TensorSpec("onehot", ("M", "N")),), head),
         "adapt_step": GraphIO(head + support + (TensorSpec("labels", ("M",), "int64"),) + rule_inputs,
@@ -91,6 +117,17 @@ def graph_io(channels: int, size: int, dim: int, state: int = 0) -> dict[str, Gr
         "predict": GraphIO(head + (TensorSpec("features", ("B", dim)),),
                            (TensorSpec("log_probabilities", ("B", "N")),)),
     }
+    if context is not None:
+        phi = TensorSpec("context", (context.dim,))
+        graphs["embed_prefix"] = GraphIO((TensorSpec("images", ("B", channels, size, size)),),
+                                         (TensorSpec("hidden", ("B", *context.hidden)),))
+        graphs["context_step"] = GraphIO(
+            (TensorSpec("hidden", ("M", *context.hidden)), TensorSpec("labels", ("M",), "int64"),
+             TensorSpec("onehot", ("M", "N")), phi, TensorSpec("lr_context", (1,))),
+            (TensorSpec("new_context", (context.dim,)), TensorSpec("loss", ())))
+        graphs["embed_suffix"] = GraphIO((TensorSpec("hidden", ("B", *context.hidden)), phi),
+                                         (TensorSpec("features", ("B", dim)),))
+    return graphs
 
 
 def init_arrays(dim: int, learned_lr: bool) -> dict[str, list[int]]:

@@ -85,6 +85,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
     check_output(out, "--out", directory=not single_file, marker=MANIFEST)  # likewise an unwritable --out
     ckpt = load_checkpoint(checkpoint)
     dm = deploy_model(ckpt, adapt)
+    if quantize is not None and dm.context is not None:
+        raise ConfigError("--quantize quantizes embed.onnx, which a bundle that adapts its context does not use "
+                          "after adaptation; export without --quantize, or with --adapt head")
     specs = graph_interfaces(dm)
     torch.manual_seed(0)
     models = _export_all(dm, specs, opset)
@@ -177,12 +180,12 @@ def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset:
     return Manifest(producer=producer, input=dm.input_spec, feature_dim=dm.feature_dim,
                     head_type=dm.learner.spec.head, head_init=dm.learner.spec.head_init, steps=dm.steps,
                     lr=dm.lr, learned_lr=learned_lr, opset=opset,
-                    graphs=Manifest.graphs_for(dm.input_spec, dm.feature_dim, dm.learner.state_size),
+                    graphs=Manifest.graphs_for(dm.input_spec, dm.feature_dim, dm.learner.state_size, dm.context),
                     init_file="init.npz", init_arrays=init_arrays(dm.feature_dim, learned_lr),
                     files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                     batch_statistics=dm.batch_statistics, quantization=quantization,
                     calibration=None if dm.learner.head.temperature.identity else dm.learner.head.temperature,
-                    rule="lstm" if dm.learner.state_size else "sgd", state=dm.learner.state_size)
+                    rule="lstm" if dm.learner.state_size else "sgd", state=dm.learner.state_size, context=dm.context)
 
 
 def _bundle_path(out: Path, single_file: bool) -> Path:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
+from mtl.device_runtime.schema import Context
 from mtl.pipeline.data import InputSpec
 from mtl.pipeline.meta.learner import MetaLearner
 from mtl.pipeline.models.scale_shift import fold_scale_shift
@@ -34,6 +36,7 @@ class DeployModel:
     lr: float
     algorithm: str
     batch_statistics: bool
+    context: Context | None = None  # a context vector the device adapts inside the extractor (CAML)
 
     @property
     def feature_dim(self) -> int:
@@ -57,5 +60,12 @@ def deploy_model(ckpt: Checkpoint, adapt: str | None = None) -> DeployModel:
     body = fold_scale_shift(learner.body).eval() if learner.spec.scale_shift else learner.body.eval()
     batch_stats = any(isinstance(m, TaskBatchNorm2d) for m in body.modules())
     steps = loaded.steps if trained.head.adapts else 0
-    return DeployModel(body, learner, InputSpec.from_dict(ckpt.meta["input"]), steps, float(learner.spec.inner_lr),
-                       loaded.name, batch_stats)
+    spec, context = InputSpec.from_dict(ckpt.meta["input"]), None
+    if learner.context_size:  # the trainer's inner steps adapt the context; its head is initialised after them
+        with torch.no_grad():
+            probe = learner.context_prefix(dict(learner.named_parameters()),
+                                           torch.zeros(2, spec.channels, spec.size, spec.size))
+        context = Context(learner.context_size, tuple(int(d) for d in probe.shape[1:]), loaded.steps,
+                          float(learner.spec.inner_lr))
+        steps, body = 0, learner.body_at_zero_context().eval()  # embed.onnx: the extractor at φ = 0
+    return DeployModel(body, learner, spec, steps, float(learner.spec.inner_lr), loaded.name, batch_stats, context)

@@ -24,19 +24,26 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from mtl.device_runtime.schema import GraphIO, graph_io
 from mtl.exporters.deploy_model import DeployModel
+from mtl.exporters.gradients import backward_translations
 from mtl.pipeline.meta.inner import inner_step
 
 GraphFn = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
 
 
 def graph_interfaces(dm: DeployModel) -> dict[str, GraphIO]:
-    return graph_io(dm.input_spec.channels, dm.input_spec.size, dm.feature_dim, dm.learner.state_size)
+    return graph_io(dm.input_spec.channels, dm.input_spec.size, dm.feature_dim, dm.learner.state_size, dm.context)
 
 
 def graph_functions(dm: DeployModel) -> dict[str, tuple[GraphFn | torch.nn.Module, bool]]:
     """name → (what computes the graph, whether it is traced to core ATen first)."""
-    return {"embed": (dm.body, False), "init_head": (init_head_fn(dm), True), "adapt_step": (adapt_step_fn(dm), True),
-            "predict": (predict_fn(dm), True)}
+    graphs = {"embed": (dm.body, False), "init_head": (init_head_fn(dm), True),
+              "adapt_step": (adapt_step_fn(dm), True), "predict": (predict_fn(dm), True)}
+    if dm.context is not None:
+        learner, p = dm.learner, _meta(dm)
+        graphs["embed_prefix"] = (lambda images: learner.context_prefix(p, images), True)
+        graphs["context_step"] = (context_step_fn(dm), True)
+        graphs["embed_suffix"] = (lambda hidden, context: learner.context_suffix(p, hidden, context), True)
+    return graphs
 
 
 def _meta(dm: DeployModel) -> dict[str, torch.Tensor]:
@@ -78,6 +85,23 @@ def adapt_step_fn(dm: DeployModel) -> Callable[..., tuple[torch.Tensor, torch.Te
     return step
 
 
+def context_step_fn(dm: DeployModel) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """(hidden, labels, onehot, φ, lr) → (φ', loss at φ): ONE `inner_step` of the context on the support set's
+    hidden activations, with the learner's own support loss (`CAMLLearner.context_loss`). The gradient is exact:
+    `first_order` only drops the second-order term the outer loop would need."""
+    learner, p = dm.learner, _meta(dm)
+
+    def step(hidden, labels, onehot, context, lr_context):  # noqa: ANN001, ANN202 (traced)
+        def loss_fn(fast: dict[str, torch.Tensor], h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return learner.context_loss(p, h, fast["context"], onehot, y)
+
+        new, loss = inner_step({"context": context}, hidden, labels, {"context": lr_context}, loss_fn=loss_fn,
+                               first_order=True)
+        return new["context"], loss
+
+    return step
+
+
 def predict_fn(dm: DeployModel) -> Callable[..., torch.Tensor]:
     """(W, b, features) → class log-probabilities, with the learner's own head maths (at temperature 1: the runtime
     applies the manifest's calibration, which depends on the task's N and K). Log-probabilities, not probabilities:
@@ -107,15 +131,30 @@ def example_inputs(spec: GraphIO, sizes: dict[str, int], seed: int = 0) -> tuple
     return tuple(out)
 
 
+_aten = torch.ops.aten
+_SCALAR_OPS = {_aten.mul.Scalar: _aten.mul.Tensor, _aten.div.Scalar: _aten.div.Tensor,
+               _aten.add.Scalar: _aten.add.Tensor, _aten.sub.Scalar: _aten.sub.Tensor}
+
+
+def _tensor_scalars(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A `.Scalar` arithmetic op whose scalar is symbolic (a function of a dynamic axis: the batch-statistics
+    gradient's 1/(M·H·W)) as its `.Tensor` form, which the ONNX exporter translates (its `.Scalar` form takes a
+    constant only)."""
+    for node in module.graph.nodes:
+        if node.op == "call_function" and node.target in _SCALAR_OPS and isinstance(node.args[1], torch.fx.Node):
+            node.target = _SCALAR_OPS[node.target]
+    module.recompile()
+    return module
+
+
 def export_graph(fn: GraphFn | torch.nn.Module, spec: GraphIO, args: tuple[torch.Tensor, ...], opset: int,
                  trace: bool) -> onnx.ModelProto:
     """Export `fn` (traced to core ATen first when `trace`) with `spec`'s names and dynamic axes."""
     dims: dict[str, Dim] = {}
     dynamic = tuple({i: dims.setdefault(a, Dim(a)) for i, a in enumerate(t.shape) if isinstance(a, str)} or None
                     for t in spec.inputs)
-    module = make_fx(fn, decomposition_table=core_aten_decompositions(), tracing_mode="symbolic",
-                     _allow_non_fake_inputs=True)(*args) \
-        if trace else fn
+    module = _tensor_scalars(make_fx(fn, decomposition_table={**core_aten_decompositions(), **backward_translations()},
+                                     tracing_mode="symbolic", _allow_non_fake_inputs=True)(*args)) if trace else fn
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,

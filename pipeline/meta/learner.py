@@ -201,6 +201,9 @@ class MetaLearner(nn.Module):
 
     # ---- the update rule: SGD (`inner_step`), which a learned optimiser overrides (`state_size` > 0)
     state_size = 0  # per-coordinate state the rule carries from step to step (0: none, plain SGD)
+    # the size of a context vector the device adapts inside the body (0: none; CAML's learner defines
+    # `context_prefix`, `context_suffix` and `context_loss`, which the device graphs trace)
+    context_size = 0
 
     def update_rule_adapt(self, p: Params, fast: Params, inputs: torch.Tensor, labels: torch.Tensor, steps: int,
                           loss_fn: LossFn, first_order: bool) -> Params:

@@ -198,29 +198,40 @@ class BundleBackend:
 
     method = "bundle"
 
-    def __init__(self, bundle: Any) -> None:
+    def __init__(self, bundle: Any, context_steps: int | None = None) -> None:
         self.bundle = bundle
+        if context_steps is not None and bundle.context is None:
+            raise ConfigError(f"--context-steps is for a bundle that adapts a context (CAML); {bundle.label} has none")
+        self.context_steps = context_steps
 
     def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
-        from mtl.device_runtime.adapter import default_lr, head_trajectory
+        from mtl.device_runtime.adapter import adapt_context, default_lr, head_trajectory
         from mtl.device_runtime.preprocess import normalize as device_normalize
 
         bundle, cfg = self.bundle, episodes.cfg
         images = episodes.data.images.numpy()
+        support_labels = np.repeat(np.arange(cfg.ways), cfg.shots).astype(np.int64)
 
-        def embedded(rows: np.ndarray) -> np.ndarray:
-            return bundle.embed(device_normalize(images[rows], bundle.input_spec))
+        def embedded(rows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+            return bundle.embed(device_normalize(images[rows], bundle.input_spec), context=context)
+
+        def support_and_query(s: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if bundle.context is None:
+                return embedded(s), embedded(q)
+            context_steps = bundle.context.steps if self.context_steps is None else self.context_steps
+            context, _, sf = adapt_context(bundle, device_normalize(images[s], bundle.input_spec), support_labels,
+                                           cfg.ways, context_steps)
+            return sf, embedded(q, context)
 
         table = None
-        if not bundle.batch_statistics:
+        if not bundle.keeps_images:
             used = episodes.used().numpy()
             table = np.zeros((len(episodes.data), bundle.feature_dim), np.float32)
             table[used] = embedded(used)
-        support_labels = np.repeat(np.arange(cfg.ways), cfg.shots).astype(np.int64)
         query_labels = np.repeat(np.arange(cfg.ways), cfg.queries)
         lr, wanted, out = default_lr(bundle), set(steps), []
         for i, (s, q) in enumerate(zip(episodes.support.numpy(), episodes.query.numpy(), strict=True)):
-            sf, qf = (table[s], table[q]) if table is not None else (embedded(s), embedded(q))
+            sf, qf = (table[s], table[q]) if table is not None else support_and_query(s, q)
             probs = {k: bundle.predict_proba(w, b, qf, shots=cfg.shots)
                      for k, (w, b, _) in enumerate(head_trajectory(bundle, sf, support_labels, cfg.ways, steps[-1], lr))
                      if k in wanted}
@@ -246,6 +257,9 @@ def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[An
     from mtl.pipeline.train.checkpoint import load_checkpoint
     from mtl.pipeline.train.learners import load_learner
 
+    if cfg.context_steps is not None:
+        raise ConfigError("--context-steps is for a bundle that adapts a context; a checkpoint's inner steps are "
+                          "--steps")
     ckpt = load_checkpoint(path)
     loaded = load_learner(ckpt)
     device = resolve_device(device_name)
@@ -296,5 +310,6 @@ def _bundle_backend(path: str | Path, cfg: EvalConfig) -> tuple[BundleBackend, d
     bundle = Bundle.load(path)
     producer = bundle.manifest.producer
     splits = producer.get("splits") if isinstance(producer.get("splits"), dict) else {}
-    return BundleBackend(bundle), {"data": producer.get("data"), "splits": splits, "input": bundle.input_spec,
-                                   "source": str(path), "regression": False}, bundle.manifest.steps
+    producer_info = {"data": producer.get("data"), "splits": splits, "input": bundle.input_spec, "source": str(path),
+                     "regression": False}
+    return BundleBackend(bundle, cfg.context_steps), producer_info, bundle.manifest.steps
