@@ -17,7 +17,7 @@ Writes OUT/runs/* (trained once: an existing run or bundle is reused), OUT/grid.
 then prints the JSON.
 
 Run (GPU): .venv/bin/python benchmarks/accuracy_grid.py --data omniglot:../shared/data/omniglot --json
-      CPU smoke: --quick (synthetic data, three methods, 5-way × 1/5-shot, tiny budgets).
+      CPU smoke: --quick (synthetic data, three methods, 5-way × 1/5-shot, tiny budgets, no calibration).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     data, ways, shots, episodes = args.data, args.ways, args.shots, args.episodes
     if args.quick:
         budget = dataclasses.replace(budget, pretrain_epochs=2, iterations=4, meta_batch=2, queries=5, inner_steps=2,
-                                     rotations=False, device="cpu", val_episodes=10, calibrate_episodes=10)
+                                     rotations=False, device="cpu", val_episodes=10, calibrate_episodes=0)
         data, ways, shots, episodes = "synthetic:60", (5,), (1, 5), 20
     report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed, args.jobs)
     write_outputs(report, args.out)
