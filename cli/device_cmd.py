@@ -38,12 +38,20 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime i
 
 @handle_errors
 def adapt(
-    bundle: BundleArg,
-    support: Annotated[Path, typer.Argument(help="One sub-folder of labelled images per new class.")],
-    out: Annotated[Path, typer.Option("--out", help="Adapted state directory to write (replaced atomically).")],
-    steps: Annotated[int | None, typer.Option(min=0, help="Update steps (default: the bundle's).")] = None,
+    bundle: Annotated[Path, typer.Argument(help="A bundle (directory or .mtlb), or an adapted state directory to "
+                                               "change with --add / --remove.")],
+    support: Annotated[Path | None, typer.Argument(help="One sub-folder of labelled images per new class (with a "
+                                                        "bundle).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Adapted state directory to write, replaced atomically "
+                                             "(default with an adapted state: that state).")] = None,
+    add: Annotated[Path | None, typer.Option("--add", help="An adapted state: add the classes of this folder (one "
+                                             "sub-folder per class), or more examples of classes it has.")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="An adapted state: retire this class "
+                                                     "(repeatable).")] = None,
+    steps: Annotated[int | None, typer.Option(min=0, help="Update steps (default: the bundle's; with an adapted "
+                                              "state, the steps it was adapted with).")] = None,
     lr: Annotated[float | None, typer.Option(help="Step size, or the factor on meta-learned step sizes "
-                                             "(default: the bundle's).")] = None,
+                                             "(default: the bundle's, or the adapted state's).")] = None,
     context_steps: Annotated[int | None, typer.Option(
         min=0, max=1000, help="A bundle that adapts a context vector (CAML): its steps, before the head's "
                               "(default: the bundle's).")] = None,
@@ -51,16 +59,49 @@ def adapt(
     threads: ThreadsOpt = 1,
     key: KeyOpt = None,
 ) -> None:
-    """Learn new classes from a few labelled images per class, on this machine, without torch."""
+    """Learn new classes from a few labelled images per class, on this machine, without torch; or add and retire
+    classes of an adapted state in place."""
     from mtl.device_runtime import Adapter, Bundle
     from mtl.device_runtime.adapted_state import ADAPTED_JSON
     from mtl.device_runtime.atomic import check_output
+    from mtl.device_runtime.errors import ConfigError
     from mtl.device_runtime.preprocess import image_folders
 
+    in_place = (bundle / ADAPTED_JSON).is_file()
+    if in_place:
+        if support is not None:
+            raise ConfigError(f"{bundle} is an adapted state: give new classes with --add DIR, not as SUPPORT")
+        if add is None and not remove:
+            raise ConfigError(f"{bundle} is an adapted state: say what to change with --add DIR and/or --remove CLASS")
+        out = bundle if out is None else out
+    else:
+        if add is not None or remove:
+            raise ConfigError(f"--add and --remove change an adapted state (mtl adapt --out); {bundle} is not one")
+        if support is None or out is None:
+            raise ConfigError("mtl adapt BUNDLE needs SUPPORT (one sub-folder of images per class) and --out")
     check_output(out, "--out", directory=True, marker=ADAPTED_JSON)  # before the work, not after it
-    adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
-    for name, images in image_folders(support).items():
-        adapter.add_examples(name, images)
+    if in_place:
+        adapter = Adapter.load(bundle, intra_op_num_threads=threads)
+        if key is not None:  # the state's own bundle copy, checked like any bundle
+            Bundle.from_bytes(adapter.bundle.to_zip_bytes(), name=str(bundle), key=key)
+        before = adapter.result  # adapt again as it was adapted, unless told otherwise
+        steps = before.steps if steps is None else steps
+        if lr is None and adapter.bundle.manifest.rule == "sgd":
+            lr = before.lr
+        if context_steps is None and adapter.bundle.context is not None:
+            context_steps = before.context_steps
+        for name in remove or []:
+            adapter.remove_class(name)
+        new = image_folders(add) if add is not None else {}
+        for name, images in new.items():
+            adapter.add_examples(name, images, extend=True)
+        if adapter.bundle.keeps_images and new:
+            say(f"note: {adapter.bundle.label} embeds its support set as a whole (batch statistics or a context): "
+                "every support image is embedded again")
+    else:
+        adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
+        for name, images in image_folders(support).items():
+            adapter.add_examples(name, images)
     result = adapter.adapt(steps, lr, context_steps=context_steps, context_lr=context_lr)
     adapter.save(out)
     say(f"classes ({len(result.classes)}): {', '.join(result.classes)}")
@@ -69,6 +110,24 @@ def adapt(
         say(f"context: loss {result.context_losses[0]:.4g} before {result.context_steps} step(s)")
     say(f"loss: {result.loss_before:.4g} → {result.final_loss:.4g} ({result.steps} steps, lr {result.lr:g})")
     say(f"saved: {out}")
+
+
+@handle_errors
+def classes(
+    adapted: Annotated[Path, typer.Argument(help="An adapted state directory (mtl adapt --out).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list on stdout.")] = False,
+) -> None:
+    """List an adapted state's classes: label, examples, when each was added."""
+    from mtl.device_runtime import Adapter, jsonio
+
+    adapter = Adapter.load(adapted)
+    records = [{"label": i, "class": name, "examples": count, "added": adapter.added.get(name, "")}
+               for i, (name, count) in enumerate(adapter.examples.items())]
+    if as_json:
+        typer.echo(jsonio.dumps(records))
+        return
+    for r in records:
+        say(f"{r['label']}  {r['class']}  {r['examples']} example(s)  added {r['added'] or 'unknown'}")
 
 
 @handle_errors

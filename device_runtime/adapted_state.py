@@ -4,7 +4,8 @@
 (N,), support `features` (M, D), `labels` (M,), and for a bundle with batch statistics the
 normalised support `images` (M, C, H, W), embedded again when a class is added; with a context, the adapted
 `context` (d,) and the images too) and `adapted.json`
-(class names in label order, steps, lr, losses, final loss, the sha256 of `bundle.mtlb` and of `state.npz`).
+(class names in label order, when each was added, steps, lr, losses, final loss, the sha256 of `bundle.mtlb` and
+of `state.npz`).
 Both hashes are checked before either file is used; every file is read with a size cap.
 """
 
@@ -33,7 +34,7 @@ ADAPTED_JSON, STATE, BUNDLE = "adapted.json", "state.npz", "bundle.mtlb"
 
 def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
                  labels: np.ndarray, result: AdaptResult, images: np.ndarray | None = None,
-                 context: np.ndarray | None = None) -> None:
+                 context: np.ndarray | None = None, added: dict[str, str] | None = None) -> None:
     """Write the three files into a fresh directory and swap it in for `path` (never half-updated)."""
     bundle_bytes = bundle.to_zip_bytes()
     state = io.BytesIO()
@@ -41,15 +42,18 @@ def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarra
     if context is not None:
         extra["context"] = context.astype(np.float32)
     np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64), **extra)
-    meta = {"schema": SCHEMA, **result.to_dict(), "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest(),
+    added = {name: (added or {}).get(name, "") for name in result.classes}
+    meta = {"schema": SCHEMA, **result.to_dict(), "added": added,
+            "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest(),
             "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
     files = {BUNDLE: bundle_bytes, STATE: state.getvalue(),
              ADAPTED_JSON: (jsonio.dumps(meta, indent=2) + "\n").encode("utf-8")}
     replace_dir(path, lambda tmp: write_files(tmp, files), marker=ADAPTED_JSON)
 
 
-def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray], AdaptResult]:
-    """An adapted state directory → (its verified bundle, the state arrays, the recorded `AdaptResult`)."""
+def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray], AdaptResult, dict[str, str]]:
+    """An adapted state directory → (its verified bundle, the state arrays, the recorded `AdaptResult`, when each
+    class was added: UTC ISO 8601, "" where unknown)."""
     if not (path / ADAPTED_JSON).is_file():
         raise BundleError(f"{path} is not an adapted state (no {ADAPTED_JSON}); create one with mtl adapt --out")
     meta = _read_meta(path / ADAPTED_JSON)
@@ -63,7 +67,8 @@ def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray
     image_shape = (spec.channels, spec.size, spec.size) if bundle.keeps_images else None
     context = None if bundle.context is None else bundle.context.dim
     state = _read_state(state_bytes, path / STATE, len(result.classes), bundle.feature_dim, image_shape, context)
-    return bundle, state, result
+    added = meta.get("added", {})
+    return bundle, state, result, {name: added.get(name, "") for name in result.classes}
 
 
 def _read_hashed(file: Path, limit: int, expected: str) -> bytes:
@@ -93,7 +98,10 @@ def _read_meta(file: Path) -> dict:
               "final_loss": lambda v: isinstance(v, int | float) and math.isfinite(v),
               "bundle_sha256": lambda v: isinstance(v, str) and len(v) == 64,
               "state_sha256": lambda v: isinstance(v, str) and len(v) == 64}
-    optional = {"context_steps": lambda v: isinstance(v, int) and v >= 0,
+    optional = {"added": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, str)
+                                                               and len(t) <= 40 and t.isprintable()
+                                                               for k, t in v.items()),
+                "context_steps": lambda v: isinstance(v, int) and v >= 0,
                 "context_losses": lambda v: isinstance(v, list) and all(isinstance(x, int | float) for x in v)}
     for key, ok in optional.items():
         if key in meta and (isinstance(meta[key], bool) or not ok(meta[key])):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,10 @@ def step_function(bundle: Bundle, lr: float, n: int) -> StepFn:
     return learned
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _check_finite(array: np.ndarray, what: str, hint: str) -> None:
     """A NaN or inf in support data would poison every step of adaptation; name the first bad image."""
     bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
@@ -144,6 +149,8 @@ class Adapter:
         self._support: dict[str, np.ndarray] = {}
         self._embedded: tuple[tuple[str, ...], np.ndarray] | None = None  # kept images: (classes, features)
         self._context: np.ndarray | None = None  # the adapted context (a bundle with a context section)
+        self.added: dict[str, str] = {}  # class → when it was first added (UTC, ISO 8601)
+        self._changed = False  # examples added or removed since the last adapt
         self._head: tuple[np.ndarray, np.ndarray] | None = None
         self.result: AdaptResult | None = None
 
@@ -159,14 +166,15 @@ class Adapter:
             raise ConfigError("nothing adapted yet: call add_examples() for each class, then adapt()")
         return self._head[0].copy(), self._head[1].copy()
 
-    def add_examples(self, class_name: str, images: Images) -> None:
+    def add_examples(self, class_name: str, images: Images, *, extend: bool = False) -> None:
         """Embed a new class's labelled images once: image sources (paths, encoded bytes, Pillow images,
-        uint8 arrays) or an already-normalised float batch (K, C, H, W). Call `adapt` afterwards."""
+        uint8 arrays) or an already-normalised float batch (K, C, H, W). Call `adapt` afterwards. With `extend`,
+        a class added before takes these as more examples (only they are embedded)."""
         if not isinstance(class_name, str) or not class_name.strip():
             raise DataError(f"a class needs a non-empty name, got {class_name!r:.60}")
         if not class_name.isprintable():
             raise DataError(f"class name {class_name!r:.60} has a control character; names are printed one per line")
-        if class_name in self._support:
+        if class_name in self._support and not extend:
             raise DataError(f"class {class_name!r} was already added ({len(self._support[class_name])} examples); "
                             "class names must be unique")
         batch = self._as_batch(images)
@@ -175,11 +183,29 @@ class Adapter:
         _check_finite(batch, f"class {class_name!r}: preprocessing", "check the images and the bundle's input "
                       "mean/std")
         if self.bundle.keeps_images:  # embedded with the whole support set at adapt()
-            self._support[class_name] = self.bundle.check_images(batch)
-            return
-        features = self.bundle.embed(batch)
-        _check_finite(features, f"class {class_name!r}: embed.onnx", "the bundle's embedding graph is broken")
-        self._support[class_name] = features
+            examples = self.bundle.check_images(batch)
+        else:
+            examples = self.bundle.embed(batch)
+            _check_finite(examples, f"class {class_name!r}: embed.onnx", "the bundle's embedding graph is broken")
+        if class_name in self._support:
+            examples = np.concatenate([self._support[class_name], examples])
+        else:
+            self.added.setdefault(class_name, _now())
+        self._support[class_name] = examples
+        self._changed, self._embedded = True, None
+
+    def remove_class(self, class_name: str) -> None:
+        """Retire a class and its examples; call `adapt` afterwards (at least 2 classes must remain)."""
+        if class_name not in self._support:
+            raise DataError(f"no class {class_name!r} to remove; the classes are: {', '.join(self._support)}")
+        del self._support[class_name]
+        self.added.pop(class_name, None)
+        self._changed, self._embedded = True, None
+
+    @property
+    def examples(self) -> dict[str, int]:
+        """class → how many support examples it has, in label order."""
+        return {name: len(examples) for name, examples in self._support.items()}
 
     def adapt(self, steps: int | None = None, lr: float | None = None, *, context_steps: int | None = None,
               context_lr: float | None = None) -> AdaptResult:
@@ -237,15 +263,17 @@ class Adapter:
         weight, bias = self._adapted_head()
         features, labels = self._support_set()
         images = np.concatenate(list(self._support.values())) if self.bundle.keeps_images else None
-        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result, images, self._context)
+        save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result, images, self._context,
+                     self.added)
 
     @classmethod
     def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Adapter:
         """An adapted state directory → an `Adapter` ready to predict, or to take more classes and re-adapt."""
         from mtl.device_runtime.adapted_state import load_adapted
 
-        bundle, state, result = load_adapted(Path(path), intra_op_num_threads)
+        bundle, state, result, added = load_adapted(Path(path), intra_op_num_threads)
         adapter = cls(bundle)
+        adapter.added = added
         examples = state["images"] if bundle.keeps_images else state["features"]
         for label, name in enumerate(result.classes):
             adapter._support[name] = examples[state["labels"] == label]
@@ -324,6 +352,7 @@ class Adapter:
     def _set_head(self, weight: np.ndarray, bias: np.ndarray, result: AdaptResult) -> None:
         self._head = (weight.astype(np.float32), bias.astype(np.float32))
         self.result = result
+        self._changed = False  # the head is that of the support set as it is now
 
     def _adapted_head(self) -> tuple[np.ndarray, np.ndarray]:
         if self._head is None or self.result is None:
@@ -331,4 +360,6 @@ class Adapter:
         added = [c for c in self._support if c not in self.result.classes]
         if added:
             raise ConfigError(f"class(es) {added} were added after adapt(); call adapt() again")
+        if self._changed:
+            raise ConfigError("examples were added or classes removed after adapt(); call adapt() again")
         return self._head
