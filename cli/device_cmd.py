@@ -134,6 +134,9 @@ def classes(
 def predict(
     adapted: Annotated[Path, typer.Argument(help="An adapted state directory (mtl adapt --out).")],
     images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
+    reject: Annotated[str, typer.Option(
+        "--reject", help="Label an image 'unknown' when it is none of the classes: off, auto (a threshold from the "
+                         "support set alone, leave-one-class-out) or a similarity threshold P in [-1, 1].")] = "off",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list on stdout.")] = False,
     show: Annotated[Path | None, typer.Option("--show", help="Also draw a contact sheet (PNG) of the images with "
                                               "their predicted label and confidence (Pillow only).")] = None,
@@ -143,15 +146,18 @@ def predict(
     from mtl.device_runtime import Adapter, jsonio
     from mtl.device_runtime.atomic import check_png_target
     from mtl.device_runtime.contact_sheet import save_contact_sheet
+    from mtl.device_runtime.open_set import parse_reject
 
     if show is not None:
         check_png_target(show, "--show")
+    rule = parse_reject(reject)
     adapter = Adapter.load(adapted, intra_op_num_threads=threads)
-    labels, probs = adapter.predict(images)
+    labels, probs, scores, limit = adapter.predict_scored(images, rule)
     classes = adapter.result.classes
     records = [{"image": str(path), "label": label, "probability": float(row.max()),
-                "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)}}
-               for path, label, row in zip(images, labels, probs, strict=True)]
+                "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)},
+                "score": float(score), **({} if limit is None else {"threshold": limit})}
+               for path, label, row, score in zip(images, labels, probs, scores, strict=True)]
     if show is not None:
         save_contact_sheet(show, images, labels, [r["probability"] for r in records])
     if as_json:

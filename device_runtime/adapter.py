@@ -241,8 +241,19 @@ class Adapter:
         self._set_head(*good, result)
         return result
 
-    def predict(self, images: Images) -> tuple[list[str], np.ndarray]:
-        """Images → (predicted class names, probabilities (B, N) over `result.classes`)."""
+    def predict(self, images: Images, reject: str | float | None = None) -> tuple[list[str], np.ndarray]:
+        """Images → (predicted class names, probabilities (B, N) over `result.classes`). With `reject` ("auto" or
+        a similarity threshold; `device_runtime.open_set`) an image of none of the classes is labelled
+        "unknown"."""
+        labels, probs, _, _ = self.predict_scored(images, reject)
+        return labels, probs
+
+    def predict_scored(self, images: Images, reject: str | float | None = None
+                       ) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:
+        """`predict` with the open-set score of every image (its similarity to the nearest class prototype) and
+        the threshold it was compared with (None: reject off)."""
+        from mtl.device_runtime import open_set
+
         weight, bias = self._adapted_head()
         batch = self._as_batch(images)
         if self.bundle.batch_statistics and len(batch) < 2:
@@ -254,7 +265,15 @@ class Adapter:
         classes = self.result.classes
         probs = self.bundle.predict_proba(weight, bias, features, shots=self.result.support / len(classes))
         _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
-        return [classes[i] for i in probs.argmax(axis=1)], probs
+        support, labels = self._support_set()
+        score = open_set.scores(features, open_set.prototypes(support, labels, len(classes)))
+        limit = open_set.threshold(reject, support, labels, len(classes))
+        if limit is not None and open_set.UNKNOWN in classes:
+            raise ConfigError(f"a class is named {open_set.UNKNOWN!r}, the label of a rejected image: rename it to "
+                              "predict with reject")
+        names = [classes[i] if limit is None or s >= limit else open_set.UNKNOWN
+                 for i, s in zip(probs.argmax(axis=1), score, strict=True)]
+        return names, probs, score, limit
 
     def save(self, path: str | Path) -> None:
         """Write the adapted state directory (docs/bundle.md), replacing an existing one atomically."""

@@ -1,0 +1,156 @@
+"""Open-set recognition through the device runtime: does `mtl predict --reject` tell unknown images apart?
+
+N-way K-shot episodes on the bundle's TEST classes (never trained on), all N from one superclass (an Omniglot
+alphabet), whose queries are half from the N classes (Q per class) and half from classes outside them (N·Q):
+(a) `other`: classes of other superclasses that the bundle never trained on either (its validation classes), and
+(b) `same`: other test classes of the same superclass. Per episode, through the device runtime (`embed.onnx`, the
+runtime's own `device_runtime.open_set` scores and `auto` threshold, from the support set alone):
+
+- AUROC of the score, known queries against unknown ones (rule-free);
+- at the `auto` threshold: the share of unknowns rejected and the share of knowns wrongly rejected.
+
+Each figure is a mean ± 95% CI (1.96·σ/√E) over `--episodes` seeded episodes. The baseline beside the score is
+the head's own top probability (what a user of any few-shot library has): its AUROC on the same episodes, and
+the paired difference.
+
+Run:  .venv/bin/python benchmarks/open_set.py BUNDLE [--data omniglot:../shared/data/omniglot] [--episodes 600]
+          [--settings 5x1,5x5] [--json]   (BUNDLE: a bundle whose extractor embeds each image alone, no batch statistics)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+SETTINGS = "5x1,5x5"  # N-way × K-shot
+QUERIES = 5
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """P(score of a known > score of an unknown), ties counting one half (the Mann–Whitney statistic)."""
+    diff = known[:, None] - unknown[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def mean_ci(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "ci95": float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0}
+
+
+def episodes(bundle, data, splits: dict, ways: int, shots: int, count: int, seed: int):
+    """Yield (support rows, support labels, known query rows, {kind: unknown query rows}) per episode."""
+    by_name = {name: i for i, name in enumerate(data.class_names)}
+    test = [by_name[c] for c in splits.get("test", []) if c in by_name]
+    val = [by_name[c] for c in splits.get("val", []) if c in by_name]
+    groups = defaultdict(list)
+    for c in test:
+        groups[data.superclasses[c] or data.class_names[c].split("/")[0]].append(c)
+    def group_of(c: int) -> str:
+        return data.superclasses[c] or data.class_names[c].split("/")[0]
+
+    usable = [g for g, cs in groups.items() if len(cs) >= 2 * ways]
+    others = {g: [c for c in val if group_of(c) != g] for g in usable}
+    usable = [g for g in usable if others[g]]
+    if not usable:
+        raise SystemExit("error: the bundle's split needs a test superclass of at least 2·N classes and validation "
+                         "classes of other superclasses")
+    rng = np.random.default_rng(seed)
+
+    def rows(c: int, k: int) -> np.ndarray:
+        return int(data.offsets[c]) + rng.choice(int(data.counts[c]), k, replace=False)
+
+    for _ in range(count):
+        name = usable[rng.integers(len(usable))]
+        group, pool = groups[name], others[name]
+        chosen = rng.choice(len(group), 2 * ways, replace=False)
+        known, same = [group[i] for i in chosen[:ways]], [group[i] for i in chosen[ways:]]
+        picks = [rows(c, shots + QUERIES) for c in known]
+        support = np.concatenate([p[:shots] for p in picks])
+        queries = np.concatenate([p[shots:] for p in picks])
+        n_unknown = ways * QUERIES
+        other = [pool[i] for i in rng.choice(len(pool), n_unknown, replace=len(pool) < n_unknown)]
+        same_classes = [same[i % ways] for i in range(n_unknown)]
+        yield (support, np.repeat(np.arange(ways), shots), queries,
+               {"other": np.array([rows(c, 1)[0] for c in other]),
+                "same": np.array([rows(c, 1)[0] for c in same_classes])})
+
+
+def measure(bundle_path: Path, data_spec: str | None, count: int, seed: int, settings: str = SETTINGS) -> dict:
+    from mtl.device_runtime import Bundle, open_set
+    from mtl.device_runtime.adapter import default_lr, head_trajectory
+    from mtl.device_runtime.preprocess import normalize
+    from mtl.pipeline.data import load_data
+
+    bundle = Bundle.load(bundle_path)
+    if bundle.keeps_images:
+        raise SystemExit(f"error: {bundle_path} embeds a support set as a whole; this benchmark embeds each image "
+                         "alone (a bundle without batch statistics or a context)")
+    producer = bundle.manifest.producer
+    data = load_data(data_spec or producer["data"], image_size=bundle.input_spec.size)
+    images = data.images.numpy()
+    table: dict[int, np.ndarray] = {}
+
+    def features(rows: np.ndarray) -> np.ndarray:
+        missing = [r for r in dict.fromkeys(rows.tolist()) if r not in table]
+        if missing:
+            for r, f in zip(missing, bundle.embed(normalize(images[missing], bundle.input_spec)), strict=True):
+                table[r] = f
+        return np.stack([table[r] for r in rows.tolist()])
+
+    report = {"bundle": str(bundle_path), "episodes": count, "queries_per_class": QUERIES, "settings": {}}
+    for ways, shots in (tuple(int(v) for v in s.split("x")) for s in settings.split(",")):
+        per = defaultdict(list)
+        for support, labels, known_rows, unknown_rows in episodes(bundle, data, producer["splits"], ways, shots,
+                                                                  count, seed):
+            sf, kf = features(support), features(known_rows)
+            *_, (weight, bias, _) = head_trajectory(bundle, sf, labels, ways, bundle.manifest.steps, default_lr(bundle))
+            protos = open_set.prototypes(sf, labels, ways)
+            limit = open_set.auto_threshold(sf, labels, ways)
+            known_score = open_set.scores(kf, protos)
+            known_prob = bundle.predict_proba(weight, bias, kf, shots=shots).max(axis=1)
+            per["known_rejected"].append(float((known_score < limit).mean()))
+            for kind, rows in unknown_rows.items():
+                uf = features(rows)
+                unknown_score = open_set.scores(uf, protos)
+                unknown_prob = bundle.predict_proba(weight, bias, uf, shots=shots).max(axis=1)
+                per[f"{kind}.auroc"].append(auroc(known_score, unknown_score))
+                per[f"{kind}.auroc_probability"].append(auroc(known_prob, unknown_prob))
+                per[f"{kind}.unknown_rejected"].append(float((unknown_score < limit).mean()))
+        cell = {key: mean_ci(values) for key, values in per.items()}
+        for kind in ("other", "same"):
+            cell[f"{kind}.auroc_vs_probability"] = mean_ci(
+                list(np.subtract(per[f"{kind}.auroc"], per[f"{kind}.auroc_probability"])))
+        report["settings"][f"{ways}-way {shots}-shot"] = cell
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--data", help="the data spec (default: the bundle's producer data)")
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", default=SETTINGS, help="N-way × K-shot cells, e.g. 5x1,5x5")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = measure(args.bundle, args.data, args.episodes, args.seed, args.settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for setting, cell in report["settings"].items():
+        for kind in ("other", "same"):
+            print(f"{setting} {kind}: AUROC {cell[f'{kind}.auroc']['mean']:.3f} ± {cell[f'{kind}.auroc']['ci95']:.3f} "
+                  f"(top probability {cell[f'{kind}.auroc_probability']['mean']:.3f}); auto rejects "
+                  f"{100 * cell[f'{kind}.unknown_rejected']['mean']:.1f} % of unknowns, loses "
+                  f"{100 * cell['known_rejected']['mean']:.1f} % of knowns")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

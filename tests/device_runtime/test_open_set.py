@@ -1,0 +1,61 @@
+"""Open-set recognition (`--reject`): an image of none of the adapted classes is labelled "unknown" by its
+similarity to the nearest prototype, against a threshold the support set alone gives (leave-one-class-out)."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mtl.cli.app import app
+from mtl.device_runtime import Adapter, Bundle, open_set
+from mtl.device_runtime.errors import ConfigError
+from tests.device_runtime.bundle_factory import glyph, write_bundle, write_support
+
+runner = CliRunner()
+
+
+def test_the_auto_threshold_is_the_closest_a_support_image_comes_to_another_class():
+    features = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0]])
+    labels = np.array([0, 0, 1])
+    # class 0's prototype is the unit mean of its two images; image 1 is cos 0.6 from class 1's prototype
+    assert open_set.auto_threshold(features, labels, 2) == pytest.approx(0.6)
+    protos = open_set.prototypes(features, labels, 2)
+    scores = open_set.scores(np.array([[0.0, 0.0, 1.0], [0.9, 0.3, 0.0]]), protos)
+    assert scores[0] == pytest.approx(0.0) and scores[1] > 0.9  # a new direction is far from both
+
+
+def test_an_explicit_threshold_is_checked():
+    assert open_set.parse_reject("auto") == "auto" and open_set.parse_reject("0.5") == 0.5
+    for bad in ("2", "sometimes", "nan"):
+        with pytest.raises(ConfigError, match="--reject|reject must"):
+            open_set.parse_reject(bad)
+
+
+def test_an_image_unlike_every_class_is_rejected_and_the_known_ones_are_not(tmp_path):
+    bundle = write_bundle(tmp_path / "bundle")
+    adapter = Adapter(Bundle.load(bundle))
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        adapter.add_examples(f"c{label}", [glyph(label, rng) for _ in range(3)])
+    adapter.adapt()
+    known = [glyph(label, rng) for label in range(3)]
+    unknown = [np.full((16, 16), 230, np.uint8)]  # bright all over: unlike every class's images
+    names, probs, scores, limit = adapter.predict_scored(known + unknown, "auto")
+    assert names == ["c0", "c1", "c2", open_set.UNKNOWN]
+    assert scores[3] < limit <= scores[:3].min()
+    assert adapter.predict(known + unknown)[0][3] != open_set.UNKNOWN  # reject off: always one of the classes
+    assert probs.shape == (4, 3)
+
+
+def test_predict_json_gives_the_score_and_threshold(tmp_path):
+    bundle = write_bundle(tmp_path / "bundle")
+    support = write_support(tmp_path / "support", ["a", "b", "c"])
+    assert runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(tmp_path / "state")]).exit_code == 0
+    image = next((support / "a").iterdir())
+    result = runner.invoke(app, ["predict", str(tmp_path / "state"), str(image), "--reject", "auto", "--json"])
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.output)
+    assert record["label"] == "a" and record["score"] >= record["threshold"]
+    result = runner.invoke(app, ["predict", str(tmp_path / "state"), str(image), "--reject", "often"])
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1
