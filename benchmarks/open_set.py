@@ -14,7 +14,8 @@ the head's own top probability (what a user of any few-shot library has): its AU
 the paired difference.
 
 Run:  .venv/bin/python benchmarks/open_set.py BUNDLE [--data omniglot:../shared/data/omniglot] [--episodes 600]
-          [--settings 5x1,5x5] [--json]   (BUNDLE: a bundle whose extractor embeds each image alone, no batch statistics)
+          [--settings 5x1,5x5] [--json]
+(BUNDLE: a bundle whose extractor embeds each image alone: no batch statistics, no context)
 """
 
 from __future__ import annotations
