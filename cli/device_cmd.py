@@ -56,6 +56,8 @@ def adapt(
         min=0, max=1000, help="A bundle that adapts a context vector (CAML): its steps, before the head's "
                               "(default: the bundle's).")] = None,
     context_lr: Annotated[float | None, typer.Option(help="The context's step size (default: the bundle's).")] = None,
+    augment: Annotated[int, typer.Option(min=0, max=64, help="Each support image also contributes this many seeded "
+                                         "affine variants (±10°, 1 ± 0.1 scale, ±10 % shifts).")] = 0,
     threads: ThreadsOpt = 1,
     key: KeyOpt = None,
 ) -> None:
@@ -94,14 +96,14 @@ def adapt(
             adapter.remove_class(name)
         new = image_folders(add) if add is not None else {}
         for name, images in new.items():
-            adapter.add_examples(name, images, extend=True)
+            adapter.add_examples(name, images, extend=True, augment=augment)
         if adapter.bundle.keeps_images and new:
             say(f"note: {adapter.bundle.label} embeds its support set as a whole (batch statistics or a context): "
                 "every support image is embedded again")
     else:
         adapter = Adapter(Bundle.load(bundle, intra_op_num_threads=threads, key=key))
         for name, images in image_folders(support).items():
-            adapter.add_examples(name, images)
+            adapter.add_examples(name, images, augment=augment)
     result = adapter.adapt(steps, lr, context_steps=context_steps, context_lr=context_lr)
     adapter.save(out)
     say(f"classes ({len(result.classes)}): {', '.join(result.classes)}")

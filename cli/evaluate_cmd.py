@@ -49,6 +49,9 @@ def evaluate(
     context_steps: Annotated[int | None, typer.Option(
         min=0, max=1000, help="A bundle that adapts a context vector (CAML): its steps before the head's (default: "
                               "the bundle's; 0: the extractor at context 0).")] = None,
+    augment: Annotated[int, typer.Option(
+        min=0, max=64, help="A bundle: each support image also contributes this many seeded affine variants, as "
+                            "mtl adapt --augment does.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -64,7 +67,7 @@ def evaluate(
     from mtl.pipeline.train.evaluate import EvalConfig
 
     cfg = EvalConfig(ways=ways, shots=shots, queries=queries, episodes=episodes, method=method.value, seed=seed,
-                     attack_epsilon=attack_epsilon, context_steps=context_steps)
+                     attack_epsilon=attack_epsilon, context_steps=context_steps, augment=augment)
     attack = {"attack": {"method": "fgsm", "epsilon": attack_epsilon}} if attack_epsilon else {}
     if plot is not None:
         from mtl.device_runtime.atomic import check_png_target

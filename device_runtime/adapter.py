@@ -17,6 +17,7 @@ support set and, at `predict`, the queries with the adapted φ, and the head ada
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -166,10 +167,14 @@ class Adapter:
             raise ConfigError("nothing adapted yet: call add_examples() for each class, then adapt()")
         return self._head[0].copy(), self._head[1].copy()
 
-    def add_examples(self, class_name: str, images: Images, *, extend: bool = False) -> None:
+    def add_examples(self, class_name: str, images: Images, *, extend: bool = False, augment: int = 0) -> None:
         """Embed a new class's labelled images once: image sources (paths, encoded bytes, Pillow images,
         uint8 arrays) or an already-normalised float batch (K, C, H, W). Call `adapt` afterwards. With `extend`,
-        a class added before takes these as more examples (only they are embedded)."""
+        a class added before takes these as more examples (only they are embedded). With `augment`, each image
+        also contributes that many seeded affine variants (`device_runtime.augment`)."""
+        from mtl.device_runtime.augment import affine_variants, check_augment
+
+        check_augment(augment)
         if not isinstance(class_name, str) or not class_name.strip():
             raise DataError(f"a class needs a non-empty name, got {class_name!r:.60}")
         if not class_name.isprintable():
@@ -182,6 +187,9 @@ class Adapter:
             raise DataError(f"class {class_name!r} has no images")
         _check_finite(batch, f"class {class_name!r}: preprocessing", "check the images and the bundle's input "
                       "mean/std")
+        if augment:  # seeded by the class and how many examples it has: the same calls give the same variants
+            seed = [zlib.crc32(class_name.encode("utf-8")), len(self._support.get(class_name, ()))]
+            batch = np.concatenate([batch, affine_variants(batch, augment, np.random.SeedSequence(seed))])
         if self.bundle.keeps_images:  # embedded with the whole support set at adapt()
             examples = self.bundle.check_images(batch)
         else:

@@ -198,29 +198,38 @@ class BundleBackend:
 
     method = "bundle"
 
-    def __init__(self, bundle: Any, context_steps: int | None = None) -> None:
+    def __init__(self, bundle: Any, context_steps: int | None = None, augment: int = 0) -> None:
         self.bundle = bundle
         if context_steps is not None and bundle.context is None:
             raise ConfigError(f"--context-steps is for a bundle that adapts a context (CAML); {bundle.label} has none")
-        self.context_steps = context_steps
+        self.context_steps, self.augment = context_steps, augment
 
     def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
         from mtl.device_runtime.adapter import adapt_context, default_lr, head_trajectory
+        from mtl.device_runtime.augment import affine_variants
         from mtl.device_runtime.preprocess import normalize as device_normalize
 
-        bundle, cfg = self.bundle, episodes.cfg
+        bundle, cfg, n_aug = self.bundle, episodes.cfg, self.augment
         images = episodes.data.images.numpy()
-        support_labels = np.repeat(np.arange(cfg.ways), cfg.shots).astype(np.int64)
+        base_labels = np.repeat(np.arange(cfg.ways), cfg.shots).astype(np.int64)
+        # with --augment, the variants of the support images follow them (labels likewise), as Adapter keeps them
+        support_labels = np.concatenate([base_labels, np.repeat(base_labels, n_aug)])
+
+        def normalized(rows: np.ndarray) -> np.ndarray:
+            return device_normalize(images[rows], bundle.input_spec)
 
         def embedded(rows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
-            return bundle.embed(device_normalize(images[rows], bundle.input_spec), context=context)
+            return bundle.embed(normalized(rows), context=context)
 
-        def support_and_query(s: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def variants(s: np.ndarray, episode: int) -> np.ndarray:
+            return affine_variants(normalized(s), n_aug, np.random.SeedSequence([cfg.seed, episode]))
+
+        def support_and_query(s: np.ndarray, q: np.ndarray, episode: int) -> tuple[np.ndarray, np.ndarray]:
+            support = np.concatenate([normalized(s), variants(s, episode)]) if n_aug else normalized(s)
             if bundle.context is None:
-                return embedded(s), embedded(q)
+                return bundle.embed(support), embedded(q)
             context_steps = bundle.context.steps if self.context_steps is None else self.context_steps
-            context, _, sf = adapt_context(bundle, device_normalize(images[s], bundle.input_spec), support_labels,
-                                           cfg.ways, context_steps)
+            context, _, sf = adapt_context(bundle, support, support_labels, cfg.ways, context_steps)
             return sf, embedded(q, context)
 
         table = None
@@ -231,8 +240,13 @@ class BundleBackend:
         query_labels = np.repeat(np.arange(cfg.ways), cfg.queries)
         lr, wanted, out = default_lr(bundle), set(steps), []
         for i, (s, q) in enumerate(zip(episodes.support.numpy(), episodes.query.numpy(), strict=True)):
-            sf, qf = (table[s], table[q]) if table is not None else support_and_query(s, q)
-            probs = {k: bundle.predict_proba(w, b, qf, shots=cfg.shots)
+            if table is None:
+                sf, qf = support_and_query(s, q, i)
+            else:
+                sf, qf = table[s], table[q]
+                if n_aug:
+                    sf = np.concatenate([sf, bundle.embed(variants(s, i))])
+            probs = {k: bundle.predict_proba(w, b, qf, shots=cfg.shots * (1 + n_aug))
                      for k, (w, b, _) in enumerate(head_trajectory(bundle, sf, support_labels, cfg.ways, steps[-1], lr))
                      if k in wanted}
             last = probs.get(steps[-1], probs[max(probs)])
@@ -260,6 +274,8 @@ def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[An
     if cfg.context_steps is not None:
         raise ConfigError("--context-steps is for a bundle that adapts a context; a checkpoint's inner steps are "
                           "--steps")
+    if cfg.augment:
+        raise ConfigError("--augment augments support sets on the device: evaluate a bundle (mtl export first)")
     ckpt = load_checkpoint(path)
     loaded = load_learner(ckpt)
     device = resolve_device(device_name)
@@ -312,4 +328,4 @@ def _bundle_backend(path: str | Path, cfg: EvalConfig) -> tuple[BundleBackend, d
     splits = producer.get("splits") if isinstance(producer.get("splits"), dict) else {}
     producer_info = {"data": producer.get("data"), "splits": splits, "input": bundle.input_spec, "source": str(path),
                      "regression": False}
-    return BundleBackend(bundle, cfg.context_steps), producer_info, bundle.manifest.steps
+    return BundleBackend(bundle, cfg.context_steps, cfg.augment), producer_info, bundle.manifest.steps

@@ -43,6 +43,7 @@ class EvalConfig:
     finetune_lr: float = 0.01
     attack_epsilon: float = 0.0  # > 0: FGSM queries against each adapted model, this step in input units
     context_steps: int | None = None  # a bundle with a context: its steps (default: the manifest's)
+    augment: int = 0  # a bundle: seeded affine variants per support image (device_runtime.augment)
 
     def __post_init__(self) -> None:
         check_episode_shape(self.ways, self.shots, self.queries)
@@ -54,6 +55,8 @@ class EvalConfig:
             raise ConfigError("finetune steps must be ≥ 1 and finetune lr > 0")
         if not 0 <= self.attack_epsilon < math.inf:
             raise ConfigError(f"--attack-epsilon must be ≥ 0 and finite, got {self.attack_epsilon}")
+        if not 0 <= self.augment <= 64:
+            raise ConfigError(f"--augment must be from 0 to 64, got {self.augment}")
         if self.context_steps is not None and not 0 <= self.context_steps <= 1000:
             raise ConfigError(f"--context-steps must be from 0 to 1000, got {self.context_steps}")
 
