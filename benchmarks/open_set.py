@@ -7,7 +7,8 @@ alphabet), whose queries are half from the N classes (Q per class) and half from
 runtime's own `device_runtime.open_set` scores and `auto` threshold, from the support set alone):
 
 - AUROC of the score, known queries against unknown ones (rule-free);
-- at the `auto` threshold: the share of unknowns rejected and the share of knowns wrongly rejected.
+- at the `auto` threshold (the bundle's calibrated thresholds, or leave-one-class-out without them): the share of
+  unknowns rejected and the share of knowns wrongly rejected.
 
 Each figure is a mean ± 95% CI (1.96·σ/√E) over `--episodes` seeded episodes. The baseline beside the score is
 the head's own top probability (what a user of any few-shot library has): its AUROC on the same episodes, and
@@ -104,7 +105,10 @@ def measure(bundle_path: Path, data_spec: str | None, count: int, seed: int, set
                 table[r] = f
         return np.stack([table[r] for r in rows.tolist()])
 
-    report = {"bundle": str(bundle_path), "episodes": count, "queries_per_class": QUERIES, "settings": {}}
+    calibrated = (bundle.manifest.open_set or {}).get("thresholds")
+    report = {"bundle": str(bundle_path), "episodes": count, "queries_per_class": QUERIES, "settings": {},
+              "auto": "calibrated on the validation classes" if calibrated else "leave-one-class-out",
+              "thresholds": calibrated}
     for ways, shots in (tuple(int(v) for v in s.split("x")) for s in settings.split(",")):
         per = defaultdict(list)
         for support, labels, known_rows, unknown_rows in episodes(bundle, data, producer["splits"], ways, shots,
@@ -112,7 +116,7 @@ def measure(bundle_path: Path, data_spec: str | None, count: int, seed: int, set
             sf, kf = features(support), features(known_rows)
             *_, (weight, bias, _) = head_trajectory(bundle, sf, labels, ways, bundle.manifest.steps, default_lr(bundle))
             protos = open_set.prototypes(sf, labels, ways)
-            limit = open_set.auto_threshold(sf, labels, ways)
+            limit = open_set.threshold("auto", sf, labels, ways, calibrated)
             known_score = open_set.scores(kf, protos)
             known_prob = bundle.predict_proba(weight, bias, kf, shots=shots).max(axis=1)
             per["known_rejected"].append(float((known_score < limit).mean()))

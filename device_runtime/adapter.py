@@ -275,7 +275,8 @@ class Adapter:
         _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
         support, labels = self._support_set()
         score = open_set.scores(features, open_set.prototypes(support, labels, len(classes)))
-        limit = open_set.threshold(reject, support, labels, len(classes))
+        calibrated = (self.bundle.manifest.open_set or {}).get("thresholds")
+        limit = open_set.threshold(reject, support, labels, len(classes), calibrated)
         if limit is not None and open_set.UNKNOWN in classes:
             raise ConfigError(f"a class is named {open_set.UNKNOWN!r}, the label of a rejected image: rename it to "
                               "predict with reject")

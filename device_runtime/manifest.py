@@ -83,6 +83,8 @@ class Manifest:
     rule: str = "sgd"  # what adapt_step runs (schema.UPDATE_RULES); "lstm" carries `state` numbers per head entry
     state: int = 0
     context: Context | None = None  # a context vector the device adapts inside the extractor (CAML)
+    # open-set thresholds set on the producer's validation classes: {"known_loss": q, "thresholds": {K: τ}, ...}
+    open_set: dict[str, Any] | None = None
     schema: str = SCHEMA
 
     @classmethod
@@ -124,7 +126,8 @@ class Manifest:
             # informative: how embed.onnx was quantized and how close it stayed
             quantization=need(m, "quantization", "dict", "") if "quantization" in m else None,
             calibration=_calibration(need(m, "calibration", "dict", "")) if "calibration" in m else None,
-            rule=rule, state=state, context=context)
+            rule=rule, state=state, context=context,
+            open_set=_open_set(need(m, "open_set", "dict", "")) if "open_set" in m else None)
         missing = [f for f in [g.file for g in manifest.graphs.values()] + [manifest.init_file]
                    if f not in manifest.files]
         if missing:
@@ -146,6 +149,8 @@ class Manifest:
             out["calibration"] = self.calibration.to_dict()
         if self.context is not None:
             out["context"] = self.context.to_dict()
+        if self.open_set is not None:
+            out["open_set"] = self.open_set
         return out
 
     def to_json(self) -> bytes:
@@ -241,6 +246,25 @@ def _update_rule(adapt: dict, learned_lr: bool) -> tuple[str, int]:
     if learned_lr:
         raise BundleError(f"{MANIFEST}: adapt.rule {rule} learns its own steps; adapt.learned_lr must be false")
     return rule, in_range(need(adapt, "state", "int", "adapt"), "adapt.state")
+
+
+def _open_set(section: dict) -> dict[str, Any]:
+    """`open_set`: the share of known images the thresholds lose, and a threshold (a similarity in [-1, 1]) per
+    shot count K (keys "1", "5", …); the rest is informative."""
+    loss = need(section, "known_loss", "number", "open_set")
+    if not 0 < loss < 1:
+        raise BundleError(f"{MANIFEST}: open_set.known_loss must be between 0 and 1, got {loss!r:.40}")
+    thresholds = need(section, "thresholds", "dict", "open_set")
+    if not 1 <= len(thresholds) <= 16:
+        raise BundleError(f"{MANIFEST}: open_set.thresholds must hold 1 to 16 entries, got {len(thresholds)}")
+    for shots, value in thresholds.items():
+        if not shots.isdigit() or not 1 <= int(shots) <= 1 << 20:
+            raise BundleError(f"{MANIFEST}: open_set.thresholds keys must be shot counts (\"1\", \"5\"), got "
+                              f"{shots!r:.20}")
+        if not _is(value, "number") or not -1.0 <= value <= 1.0:
+            raise BundleError(f"{MANIFEST}: open_set.thresholds.{shots} must be a similarity in [-1, 1], got "
+                              f"{value!r:.40}")
+    return dict(section)
 
 
 def _context(section: dict) -> Context:

@@ -4,10 +4,11 @@ The score of an image is its cosine similarity to the nearest class prototype (t
 features), in the extractor's feature space: the head's probabilities cannot say "none of these" (a softmax over
 N classes sums to 1 whatever the image), while an image of an unknown class lies far from every prototype.
 
-`auto` sets the threshold from the support set alone, by leave-one-class-out: each support image stands for an
-image of a class the adapter does not know when it is scored against the prototypes of the OTHER classes only.
-The threshold is the highest of those scores: an image is `unknown` when it is no closer to its nearest prototype
-than some support image is to another class. No labelled unknowns, no tuning on test data.
+`auto` uses the bundle's thresholds when it has them (manifest `open_set`: for K = 1 and 5 shots, the similarity
+below which 5 % of the producer's VALIDATION knowns fall, set by `mtl calibrate`; interpolated in log K, clamped
+to the calibrated range). Otherwise it sets the threshold from the support set alone, by leave-one-class-out: each
+support image stands for an image of a class the adapter does not know when it is scored against the prototypes
+of the OTHER classes only, and the threshold is the highest of those scores. Neither looks at test data.
 `benchmarks/open_set.py` measures it (AUROC of the score, unknowns rejected and knowns lost at `auto`).
 """
 
@@ -45,11 +46,22 @@ def auto_threshold(features: np.ndarray, labels: np.ndarray, n: int) -> float:
     return float(sims.max())
 
 
-def threshold(reject: str | float | None, features: np.ndarray, labels: np.ndarray, n: int) -> float | None:
-    """The threshold `reject` asks for: None (off), the `auto` rule, or an explicit similarity in [-1, 1]."""
+def calibrated_threshold(thresholds: dict[str, float], shots: float) -> float:
+    """The bundle's threshold at `shots` examples per class: linear in log K between the calibrated K."""
+    points = sorted((int(k), float(v)) for k, v in thresholds.items())
+    ks, values = np.log([k for k, _ in points]), [v for _, v in points]
+    return float(np.interp(np.log(max(shots, 1e-9)), ks, values))
+
+
+def threshold(reject: str | float | None, features: np.ndarray, labels: np.ndarray, n: int,
+              calibrated: dict[str, float] | None = None) -> float | None:
+    """The threshold `reject` asks for: None (off), the `auto` rule (the `calibrated` thresholds of the bundle
+    at this support set's K, else leave-one-class-out), or an explicit similarity in [-1, 1]."""
     if reject is None or reject == "off":
         return None
     if reject == "auto":
+        if calibrated:
+            return calibrated_threshold(calibrated, len(labels) / max(n, 1))
         return auto_threshold(features, labels, n)
     if isinstance(reject, bool) or not isinstance(reject, int | float) or not -1.0 <= float(reject) <= 1.0:
         raise ConfigError(f"reject must be 'off', 'auto' or a similarity from -1 to 1, got {reject!r:.40}")

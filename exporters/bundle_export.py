@@ -185,7 +185,9 @@ def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset:
                     files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                     batch_statistics=dm.batch_statistics, quantization=quantization,
                     calibration=None if dm.learner.head.temperature.identity else dm.learner.head.temperature,
-                    rule="lstm" if dm.learner.state_size else "sgd", state=dm.learner.state_size, context=dm.context)
+                    rule="lstm" if dm.learner.state_size else "sgd", state=dm.learner.state_size, context=dm.context,
+                    open_set=None if dm.batch_statistics or dm.context is not None
+                    else ckpt.meta.get("device", {}).get("open_set"))
 
 
 def _bundle_path(out: Path, single_file: bool) -> Path:

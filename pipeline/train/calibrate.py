@@ -16,6 +16,11 @@ size, and the temperature its probabilities are read at.
   minimising the negative log-likelihood of softmax(T · logits) of those validation queries after the chosen
   steps. It rescales confidences only; no prediction and no step changes.
 
+- Open set (`mtl predict --reject auto`): for K = 1 and 5 shots, the similarity to the nearest class prototype
+  (`device_runtime.open_set`) below which `KNOWN_LOSS` of the validation queries of KNOWN classes fall — the
+  threshold that loses that share of known images. Only known classes are needed to set it; the bundle ships
+  it (`open_set`), and the device interpolates it in log K. Not for extractors with batch statistics.
+
 The result is `ckpt.meta["device"]`, which `load_learner` applies — so `mtl evaluate CKPT` and the exported
 bundle both adapt and report with it. The test classes are never looked at.
 """
@@ -48,6 +53,9 @@ CELLS = ((5, 1), (5, 5), (20, 1), (20, 5))  # (ways, shots); ways capped at the 
 TIE = 0.001  # accuracies this close to the best count as the best
 LOG_LOSS_TIE = 0.002  # relative: log-losses this close count as equal, and the fewer steps win
 QUERIES = 15
+KNOWN_LOSS = 0.05  # the open-set threshold loses this share of the validation knowns
+OPEN_SET_SHOTS = (1, 5)
+OPEN_SET_WAYS = 5
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,49 @@ def calibrate_checkpoint(path: str | Path, episodes: int = 200, seed: int = 0, d
         raise DataError(f"{file} is a regression model: there are no class probabilities to calibrate")
     val = validation_classes(ckpt)
     result = calibrate(loaded.learner, loaded.steps, val, episodes, seed, resolve_device(device), on_step)
-    save_checkpoint(file, dataclasses.replace(ckpt, meta={**meta, "device": result.device()}))
+    settings = result.device()
+    open_set = open_set_thresholds(loaded.learner, val, episodes, seed)
+    if open_set is not None:
+        settings["open_set"] = open_set
+    save_checkpoint(file, dataclasses.replace(ckpt, meta={**meta, "device": settings}))
     return file, result
+
+
+def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, seed: int) -> dict[str, Any] | None:
+    """The open-set threshold per shot count K: the `KNOWN_LOSS` quantile of the validation queries' similarity to
+    their nearest prototype, over `episodes` seeded episodes of `OPEN_SET_WAYS` classes (None: the extractor
+    normalises with batch statistics or adapts inside, so one image's features depend on the others)."""
+    import numpy as np
+
+    from mtl.device_runtime import open_set
+    from mtl.pipeline.models.scale_shift import fold_scale_shift
+    from mtl.pipeline.train.common import embed
+    from mtl.pipeline.train.eval_backends import has_batch_statistics
+
+    if has_batch_statistics(learner.body) or learner.context_size:
+        return None
+    body = fold_scale_shift(learner.body) if learner.spec.scale_shift else learner.body
+    device = next(learner.parameters()).device
+    with torch.no_grad():
+        features = embed(body, val.images, val.spec, device).cpu().numpy()
+    ways, rng, thresholds = min(OPEN_SET_WAYS, val.num_classes), np.random.default_rng(seed), {}
+    for shots in OPEN_SET_SHOTS:
+        if int(val.counts.min()) < shots + 1:
+            continue
+        known = []
+        for _ in range(episodes):
+            classes = rng.choice(val.num_classes, ways, replace=False)
+            support, queries = [], []
+            for c in classes:
+                rows = int(val.offsets[c]) + rng.permutation(int(val.counts[c]))
+                support.append(rows[:shots])
+                queries.append(rows[shots:shots + QUERIES])
+            labels = np.repeat(np.arange(ways), shots)
+            protos = open_set.prototypes(features[np.concatenate(support)], labels, ways)
+            known.append(open_set.scores(features[np.concatenate(queries)], protos))
+        thresholds[str(shots)] = float(np.quantile(np.concatenate(known), KNOWN_LOSS))
+    return {"known_loss": KNOWN_LOSS, "ways": ways, "episodes": episodes, "thresholds": thresholds} \
+        if thresholds else None
 
 
 def validation_classes(ckpt: Checkpoint) -> ClassImages:

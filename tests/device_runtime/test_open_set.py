@@ -2,6 +2,7 @@
 similarity to the nearest prototype, against a threshold the support set alone gives (leave-one-class-out)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -59,3 +60,39 @@ def test_predict_json_gives_the_score_and_threshold(tmp_path):
     assert record["label"] == "a" and record["score"] >= record["threshold"]
     result = runner.invoke(app, ["predict", str(tmp_path / "state"), str(image), "--reject", "often"])
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_bundles_calibrated_thresholds_are_used_interpolated_in_log_shots(tmp_path):
+    from tests.device_runtime.bundle_factory import read_manifest, write_manifest
+
+    assert open_set.calibrated_threshold({"1": 0.6, "5": 0.8}, 1) == pytest.approx(0.6)
+    assert open_set.calibrated_threshold({"1": 0.6, "5": 0.8}, math.sqrt(5)) == pytest.approx(0.7)
+    assert open_set.calibrated_threshold({"1": 0.6, "5": 0.8}, 20) == pytest.approx(0.8)  # clamped
+    bundle = write_bundle(tmp_path / "bundle")
+    meta = read_manifest(bundle)
+    meta["open_set"] = {"known_loss": 0.05, "thresholds": {"1": 0.25, "5": 0.35}, "ways": 5, "episodes": 10}
+    write_manifest(bundle, meta)
+    adapter = Adapter(Bundle.load(bundle))
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        adapter.add_examples(f"c{label}", [glyph(label, rng) for _ in range(5)])
+    adapter.adapt()
+    *_, limit = adapter.predict_scored([glyph(0, rng)], "auto")
+    assert limit == pytest.approx(0.35)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.update(known_loss=0), "known_loss"), (lambda s: s["thresholds"].update(x=0.5), "shot counts"),
+    (lambda s: s["thresholds"].update({"1": 2.0}), "similarity"), (lambda s: s.pop("thresholds"), "thresholds")])
+def test_a_bad_open_set_section_is_refused_in_one_line(tmp_path, edit, message):
+    from mtl.device_runtime.errors import BundleError
+    from tests.device_runtime.bundle_factory import read_manifest, write_manifest
+
+    bundle = write_bundle(tmp_path / "bundle")
+    meta = read_manifest(bundle)
+    meta["open_set"] = {"known_loss": 0.05, "thresholds": {"1": 0.25, "5": 0.35}}
+    edit(meta["open_set"])
+    write_manifest(bundle, meta)
+    with pytest.raises(BundleError, match=message) as info:
+        Bundle.load(bundle)
+    assert "\n" not in str(info.value)

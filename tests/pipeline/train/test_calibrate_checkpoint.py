@@ -96,3 +96,30 @@ def test_a_torch_learner_reports_tempered_confidences(calibrated):
                                                                 lambda *a: None)
     want = torch.softmax(result.temperature.at(5, 2) * scores.logits.double(), -1).max(-1).values
     assert_float_close(scores.confidence, want)
+
+
+def test_the_open_set_thresholds_lose_the_chosen_share_of_validation_knowns_and_ship_in_the_bundle(calibrated,
+                                                                                                  tmp_path):
+    from mtl.device_runtime import open_set
+    from mtl.device_runtime.preprocess import normalize
+    from mtl.pipeline.train.calibrate import KNOWN_LOSS, validation_classes
+
+    run, file, _ = calibrated
+    ckpt = load_checkpoint(file)
+    section = ckpt.meta["device"]["open_set"]
+    assert section["known_loss"] == KNOWN_LOSS and set(section["thresholds"]) == {"1", "5"}
+    export_bundle(run, tmp_path / "b")
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.manifest.open_set["thresholds"] == section["thresholds"]
+    # on fresh validation episodes through the device runtime, about KNOWN_LOSS of the knowns fall below it
+    val, rng = validation_classes(ckpt), np.random.default_rng(11)
+    features = bundle.embed(normalize(val.images.numpy(), bundle.input_spec))
+    lost = []
+    for _ in range(200):
+        classes = rng.choice(val.num_classes, 5, replace=False)
+        rows = [int(val.offsets[c]) + rng.permutation(int(val.counts[c])) for c in classes]
+        protos = open_set.prototypes(features[np.concatenate([r[:1] for r in rows])], np.arange(5), 5)
+        scores = open_set.scores(features[np.concatenate([r[1:11] for r in rows])], protos)
+        lost.append(float((scores < section["thresholds"]["1"]).mean()))
+    share, ci = float(np.mean(lost)), 1.96 * float(np.std(lost, ddof=1)) / np.sqrt(len(lost))
+    assert abs(share - KNOWN_LOSS) < ci + 0.02, (share, ci)
