@@ -34,7 +34,8 @@ ADAPTED_JSON, STATE, BUNDLE = "adapted.json", "state.npz", "bundle.mtlb"
 
 def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
                  labels: np.ndarray, result: AdaptResult, images: np.ndarray | None = None,
-                 context: np.ndarray | None = None, added: dict[str, str] | None = None) -> None:
+                 context: np.ndarray | None = None, added: dict[str, str] | None = None,
+                 variants: dict[str, int] | None = None) -> None:
     """Write the three files into a fresh directory and swap it in for `path` (never half-updated)."""
     bundle_bytes = bundle.to_zip_bytes()
     state = io.BytesIO()
@@ -43,7 +44,8 @@ def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarra
         extra["context"] = context.astype(np.float32)
     np.savez(state, weight=weight, bias=bias, features=features, labels=labels.astype(np.int64), **extra)
     added = {name: (added or {}).get(name, "") for name in result.classes}
-    meta = {"schema": SCHEMA, **result.to_dict(), "added": added,
+    per_class = {name: int((variants or {}).get(name, 0)) for name in result.classes if (variants or {}).get(name)}
+    meta = {"schema": SCHEMA, **result.to_dict(), "added": added, "class_variants": per_class,
             "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest(),
             "state_sha256": hashlib.sha256(state.getvalue()).hexdigest()}
     files = {BUNDLE: bundle_bytes, STATE: state.getvalue(),
@@ -51,9 +53,10 @@ def save_adapted(path: Path, bundle: Bundle, weight: np.ndarray, bias: np.ndarra
     replace_dir(path, lambda tmp: write_files(tmp, files), marker=ADAPTED_JSON)
 
 
-def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray], AdaptResult, dict[str, str]]:
+def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray], AdaptResult, dict[str, str],
+                                                    dict[str, int]]:
     """An adapted state directory → (its verified bundle, the state arrays, the recorded `AdaptResult`, when each
-    class was added: UTC ISO 8601, "" where unknown)."""
+    class was added: UTC ISO 8601, "" where unknown, and how many of each class's examples are variants)."""
     if not (path / ADAPTED_JSON).is_file():
         raise BundleError(f"{path} is not an adapted state (no {ADAPTED_JSON}); create one with mtl adapt --out")
     meta = _read_meta(path / ADAPTED_JSON)
@@ -62,13 +65,18 @@ def load_adapted(path: Path, threads: int) -> tuple[Bundle, dict[str, np.ndarray
     bundle = Bundle.from_bytes(bundle_bytes, name=str(path / BUNDLE), intra_op_num_threads=threads)
     result = AdaptResult(tuple(meta["classes"]), meta["support"], meta["steps"], meta["lr"],
                          tuple(meta["losses"]), meta["final_loss"], meta.get("context_steps", 0),
-                         tuple(meta.get("context_losses", ())))
+                         tuple(meta.get("context_losses", ())), meta.get("variants", 0))
     spec = bundle.input_spec
     image_shape = (spec.channels, spec.size, spec.size) if bundle.keeps_images else None
     context = None if bundle.context is None else bundle.context.dim
     state = _read_state(state_bytes, path / STATE, len(result.classes), bundle.feature_dim, image_shape, context)
-    added = meta.get("added", {})
-    return bundle, state, result, {name: added.get(name, "") for name in result.classes}
+    added, variants = meta.get("added", {}), meta.get("class_variants", {})
+    counts = {name: int(np.sum(state["labels"] == i)) for i, name in enumerate(result.classes)}
+    if any(variants.get(name, 0) >= counts[name] for name in result.classes) or \
+            sum(variants.values()) != result.variants:
+        raise BundleError(f"{path / ADAPTED_JSON}: class_variants and variants disagree with the examples in state.npz")
+    return (bundle, state, result, {name: added.get(name, "") for name in result.classes},
+            {name: int(v) for name, v in variants.items() if name in counts})
 
 
 def _read_hashed(file: Path, limit: int, expected: str) -> bytes:
@@ -102,6 +110,10 @@ def _read_meta(file: Path) -> dict:
                                                                and len(t) <= 40 and t.isprintable()
                                                                for k, t in v.items()),
                 "context_steps": lambda v: isinstance(v, int) and v >= 0,
+                "variants": lambda v: isinstance(v, int) and v >= 0,
+                "class_variants": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(n, int)
+                                                                        and not isinstance(n, bool) and n > 0
+                                                                        for k, n in v.items()),
                 "context_losses": lambda v: isinstance(v, list) and all(isinstance(x, int | float) for x in v)}
     for key, ok in optional.items():
         if key in meta and (isinstance(meta[key], bool) or not ok(meta[key])):

@@ -46,6 +46,12 @@ class AdaptResult:
     final_loss: float
     context_steps: int = 0  # steps of the context (a bundle with a context section), before the head's
     context_losses: tuple[float, ...] = ()  # the support loss before each context step
+    variants: int = 0  # of the `support` examples, how many are augmented variants (`add_examples(augment=)`)
+
+    @property
+    def shots(self) -> float:
+        """Real support images per class: what the calibrated temperature is read at (variants are not shots)."""
+        return (self.support - self.variants) / len(self.classes)
 
     @property
     def loss_before(self) -> float:
@@ -151,6 +157,7 @@ class Adapter:
         self._embedded: tuple[tuple[str, ...], np.ndarray] | None = None  # kept images: (classes, features)
         self._context: np.ndarray | None = None  # the adapted context (a bundle with a context section)
         self.added: dict[str, str] = {}  # class → when it was first added (UTC, ISO 8601)
+        self.variants: dict[str, int] = {}  # class → how many of its examples are augmented variants
         self._changed = False  # examples added or removed since the last adapt
         self._head: tuple[np.ndarray, np.ndarray] | None = None
         self.result: AdaptResult | None = None
@@ -172,7 +179,7 @@ class Adapter:
         uint8 arrays) or an already-normalised float batch (K, C, H, W). Call `adapt` afterwards. With `extend`,
         a class added before takes these as more examples (only they are embedded). With `augment`, each image
         also contributes that many seeded affine variants (`device_runtime.augment`)."""
-        from mtl.device_runtime.augment import affine_variants, check_augment
+        from mtl.device_runtime.augment import check_augment
 
         check_augment(augment)
         if not isinstance(class_name, str) or not class_name.strip():
@@ -188,8 +195,10 @@ class Adapter:
         _check_finite(batch, f"class {class_name!r}: preprocessing", "check the images and the bundle's input "
                       "mean/std")
         if augment:  # seeded by the class and how many examples it has: the same calls give the same variants
-            seed = [zlib.crc32(class_name.encode("utf-8")), len(self._support.get(class_name, ()))]
-            batch = np.concatenate([batch, affine_variants(batch, augment, np.random.SeedSequence(seed))])
+            seed = np.random.SeedSequence([zlib.crc32(class_name.encode("utf-8")),
+                                           len(self._support.get(class_name, ()))])
+            batch = np.concatenate([batch, self._variants(images, batch, augment, seed)])
+            self.variants[class_name] = self.variants.get(class_name, 0) + len(batch) * augment // (1 + augment)
         if self.bundle.keeps_images:  # embedded with the whole support set at adapt()
             examples = self.bundle.check_images(batch)
         else:
@@ -202,12 +211,26 @@ class Adapter:
         self._support[class_name] = examples
         self._changed, self._embedded = True, None
 
+    def _variants(self, images: Images, batch: np.ndarray, n: int, seed: np.random.SeedSequence) -> np.ndarray:
+        """`n` variants per image: image sources warped at their own resolution, then preprocessed (Pillow), or a
+        normalised batch warped as it is (numpy)."""
+        from mtl.device_runtime.augment import affine_variants, pil_variants
+        from mtl.device_runtime.preprocess import as_pil
+
+        if isinstance(images, np.ndarray) and images.ndim == 4 and np.issubdtype(images.dtype, np.floating):
+            return affine_variants(batch, n, seed)
+        sources = [images] if isinstance(images, str | Path | bytes) else list(images)
+        rng = np.random.default_rng(seed)
+        warped = [v for i, s in enumerate(sources) for v in pil_variants(as_pil(s, f"#{i}"), n, rng)]
+        return self.bundle.preprocess(warped)
+
     def remove_class(self, class_name: str) -> None:
         """Retire a class and its examples; call `adapt` afterwards (at least 2 classes must remain)."""
         if class_name not in self._support:
             raise DataError(f"no class {class_name!r} to remove; the classes are: {', '.join(self._support)}")
         del self._support[class_name]
         self.added.pop(class_name, None)
+        self.variants.pop(class_name, None)
         self._changed, self._embedded = True, None
 
     @property
@@ -245,7 +268,7 @@ class Adapter:
             losses.append(loss)
             good = (weight, bias)
         result = AdaptResult(tuple(self._support), len(labels), steps, lr, tuple(losses[:-1]), losses[-1],
-                             len(context_losses), context_losses)
+                             len(context_losses), context_losses, sum(self.variants.values()))
         self._set_head(*good, result)
         return result
 
@@ -271,7 +294,7 @@ class Adapter:
         features = self.bundle.embed(batch, context=self._context)
         _check_finite(features, "predict: embed.onnx", "the bundle's embedding graph is broken")
         classes = self.result.classes
-        probs = self.bundle.predict_proba(weight, bias, features, shots=self.result.support / len(classes))
+        probs = self.bundle.predict_proba(weight, bias, features, shots=self.result.shots)
         _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
         support, labels = self._support_set()
         score = open_set.scores(features, open_set.prototypes(support, labels, len(classes)))
@@ -292,16 +315,16 @@ class Adapter:
         features, labels = self._support_set()
         images = np.concatenate(list(self._support.values())) if self.bundle.keeps_images else None
         save_adapted(Path(path), self.bundle, weight, bias, features, labels, self.result, images, self._context,
-                     self.added)
+                     self.added, self.variants)
 
     @classmethod
     def load(cls, path: str | Path, *, intra_op_num_threads: int = 1) -> Adapter:
         """An adapted state directory → an `Adapter` ready to predict, or to take more classes and re-adapt."""
         from mtl.device_runtime.adapted_state import load_adapted
 
-        bundle, state, result, added = load_adapted(Path(path), intra_op_num_threads)
+        bundle, state, result, added, variants = load_adapted(Path(path), intra_op_num_threads)
         adapter = cls(bundle)
-        adapter.added = added
+        adapter.added, adapter.variants = added, variants
         examples = state["images"] if bundle.keeps_images else state["features"]
         for label, name in enumerate(result.classes):
             adapter._support[name] = examples[state["labels"] == label]
@@ -371,7 +394,7 @@ class Adapter:
                               "nothing finite to roll back to — check the bundle and the support images")
         done = len(losses) - 1
         result = AdaptResult(tuple(self._support), sum(len(f) for f in self._support.values()), done, lr,
-                             tuple(losses[:-1]), losses[-1])
+                             tuple(losses[:-1]), losses[-1], variants=sum(self.variants.values()))
         self._set_head(*good, result)
         raise BundleError(f"adaptation diverged at step {done + 1} of {steps} (non-finite loss or parameters with "
                           f"lr {lr:g}); rolled back to the last finite state, after {done} step(s) with loss "

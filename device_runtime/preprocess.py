@@ -104,22 +104,45 @@ def load_image(source: str | Path | bytes, spec: InputSpec, name: str | None = N
     A path is read only if it is a regular file of at most `MAX_IMAGE_BYTES` (never a FIFO or a device), and
     an image of more than `MAX_IMAGE_PIXELS` pixels is refused from its header, before it is decoded."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    with decode_image(source, label) as image:
+        try:
+            return convert_image(image, spec)
+        except ValueError as exc:
+            raise DataError(f"cannot read image {label}: {exc.__class__.__name__}: {_one_line(exc)}") from None
+
+
+def decode_image(source: str | Path | bytes, label: str) -> Image.Image:
+    """A file path or raw bytes → the decoded Pillow image at its own size (with the checks of `load_image`)."""
     data = source if isinstance(source, bytes) else read_regular(source, MAX_IMAGE_BYTES, "image")
     try:
         with warnings.catch_warnings():  # Pillow warns of a possible decompression bomb on open: an error here
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-        with image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise DataError(f"cannot read image {label}: {image.width}x{image.height} pixels is more than the "
-                                f"{MAX_IMAGE_PIXELS:,} an image may have")
-            image.load()
-            return convert_image(image, spec)
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            image.close()
+            raise DataError(f"cannot read image {label}: {image.width}x{image.height} pixels is more than the "
+                            f"{MAX_IMAGE_PIXELS:,} an image may have")
+        image.load()
+        return image
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
             SyntaxError, ValueError, EOFError, struct.error) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"cannot read image {label}: {exc.__class__.__name__}: {_one_line(exc)}") from None
+
+
+def as_pil(source: ImageSource, name: str) -> Image.Image:
+    """Any supported source → a decoded Pillow image at its own size (what `to_uint8` resizes)."""
+    if isinstance(source, str | Path | bytes):
+        return decode_image(source, name if isinstance(source, bytes) else str(source))
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise DataError(f"cannot read image {name}: expected a uint8 (H, W) or (H, W, C) array, got "
+                            f"{source.dtype} {source.shape}")
+        return Image.fromarray(source)
+    if not isinstance(source, Image.Image):
+        raise DataError(f"cannot read image {name}: unsupported image type {type(source).__name__}")
+    return source
 
 
 def normalize(images: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -206,7 +206,7 @@ class BundleBackend:
 
     def scores(self, episodes: EpisodeSet, steps: list[int], on_step: StepCallback) -> EpisodeScores:
         from mtl.device_runtime.adapter import adapt_context, default_lr, head_trajectory
-        from mtl.device_runtime.augment import affine_variants
+        from mtl.device_runtime.augment import pil_variants
         from mtl.device_runtime.preprocess import normalize as device_normalize
 
         bundle, cfg, n_aug = self.bundle, episodes.cfg, self.augment
@@ -221,8 +221,20 @@ class BundleBackend:
         def embedded(rows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
             return bundle.embed(normalized(rows), context=context)
 
+        source = _augment_source(episodes.data, bundle.input_spec) if n_aug else None
+
         def variants(s: np.ndarray, episode: int) -> np.ndarray:
-            return affine_variants(normalized(s), n_aug, np.random.SeedSequence([cfg.seed, episode]))
+            """The support images' variants, warped at `AUGMENT_SOURCE`× the input size before the bundle's resize,
+            as `Adapter.add_examples(augment=)` warps a decoded file at its own size."""
+            from PIL import Image
+
+            from mtl.device_runtime.preprocess import convert_image
+
+            rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, episode]))
+            as_is = dataclasses.replace(bundle.input_spec, invert=False)  # the loaded images are converted already
+            warped = [convert_image(v, as_is) for r in s
+                      for v in pil_variants(Image.fromarray(_hwc(source[r])), n_aug, rng)]
+            return device_normalize(np.stack(warped), bundle.input_spec)
 
         def support_and_query(s: np.ndarray, q: np.ndarray, episode: int) -> tuple[np.ndarray, np.ndarray]:
             support = np.concatenate([normalized(s), variants(s, episode)]) if n_aug else normalized(s)
@@ -246,7 +258,7 @@ class BundleBackend:
                 sf, qf = table[s], table[q]
                 if n_aug:
                     sf = np.concatenate([sf, bundle.embed(variants(s, i))])
-            probs = {k: bundle.predict_proba(w, b, qf, shots=cfg.shots * (1 + n_aug))
+            probs = {k: bundle.predict_proba(w, b, qf, shots=cfg.shots)  # variants are not shots (AdaptResult.shots)
                      for k, (w, b, _) in enumerate(head_trajectory(bundle, sf, support_labels, cfg.ways, steps[-1], lr))
                      if k in wanted}
             last = probs.get(steps[-1], probs[max(probs)])
@@ -257,6 +269,30 @@ class BundleBackend:
             if table is None or i + 1 == len(episodes.support):
                 on_step("episodes", i + 1, len(episodes.support), {})
         return EpisodeScores.cat(out)
+
+
+AUGMENT_SOURCE = 4  # `mtl evaluate --augment` warps the support images loaded at this many times the input size
+
+
+def _augment_source(data: Any, spec: Any) -> np.ndarray:
+    """The images of `data` again at `AUGMENT_SOURCE`× the input size (row for row), from the data spec it came
+    from: the resolution `--augment` warps at before the bundle's resize."""
+    from mtl.pipeline.data import load_data
+
+    big = load_data(data.provenance["spec"], image_size=AUGMENT_SOURCE * spec.size)
+    index = {name: i for i, name in enumerate(big.class_names)}
+    try:
+        stacks = [big.class_images(index[name]) for name in data.class_names]
+    except KeyError as exc:
+        raise ConfigError(f"--augment: class {exc} is not in {data.provenance['spec']} at full size") from None
+    if [len(s) for s in stacks] != [int(c) for c in data.counts]:
+        raise ConfigError(f"--augment: {data.provenance['spec']} has other images at full size")
+    return torch.cat(stacks).numpy()
+
+
+def _hwc(image: np.ndarray) -> np.ndarray:
+    """uint8 (C, H, W) → Pillow's layout (H, W) or (H, W, C)."""
+    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
 
 
 def backend_for(path: str | Path, cfg: EvalConfig, device_name: str) -> tuple[Any, dict[str, Any], int]:

@@ -62,3 +62,31 @@ def test_mtl_adapt_augment_adds_the_variants_to_the_support_set(tmp_path):
                                       "--augment", "2"])
     assert result.exit_code == 0, result.output
     assert "support: 27 images" in result.output  # 3 classes × 3 drawings × (1 + 2 variants)
+
+
+def test_the_pillow_warp_at_full_resolution_is_the_same_jitter_as_the_numpy_warp():
+    from PIL import Image
+
+    from mtl.device_runtime.augment import pil_variants
+
+    yy, xx = np.mgrid[0:40, 0:40]
+    image = (127 + 100 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.uint8)  # smooth: interpolation agrees
+    pil = pil_variants(Image.fromarray(image), 3, np.random.default_rng(5))
+    ref = affine_variants(image[None, None].astype(np.float32), 3, 5)
+    for warped, want in zip(pil, ref, strict=True):
+        inner = np.abs(np.asarray(warped, np.float32) - want[0])[8:-8, 8:-8]  # away from the fill vs edge border
+        assert inner.max() <= 1.5  # uint8 rounding and Pillow's fixed-point bilinear weights
+
+
+def test_variants_are_not_shots_for_the_temperature_and_survive_save_and_load(tmp_path):
+    adapter = Adapter(Bundle.load(write_bundle(tmp_path / "bundle")))
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        adapter.add_examples(f"c{label}", [glyph(label, rng) for _ in range(2)], augment=3)
+    result = adapter.adapt()
+    assert (result.support, result.variants, result.shots) == (24, 18, 2.0)
+    adapter.save(tmp_path / "s")
+    again = Adapter.load(tmp_path / "s")
+    assert again.variants == {"c0": 6, "c1": 6, "c2": 6} and again.result.shots == 2.0
+    again.add_examples("c3", [glyph(3, rng)], augment=1)
+    assert again.adapt().variants == 19
