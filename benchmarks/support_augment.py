@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import zipfile
 from pathlib import Path
+
+from context_step import median_s  # a sibling file: the same median-after-warm-up timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,16 +32,6 @@ def drawings(omniglot: Path, classes: int, shots: int) -> dict[str, list[bytes]]
                 if len(by_class.setdefault(key, [])) < shots:
                     by_class[key].append(z.read(name))
     return by_class
-
-
-def median_s(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
