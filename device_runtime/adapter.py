@@ -198,7 +198,6 @@ class Adapter:
             seed = np.random.SeedSequence([zlib.crc32(class_name.encode("utf-8")),
                                            len(self._support.get(class_name, ()))])
             batch = np.concatenate([batch, self._variants(images, batch, augment, seed)])
-            self.variants[class_name] = self.variants.get(class_name, 0) + len(batch) * augment // (1 + augment)
         if self.bundle.keeps_images:  # embedded with the whole support set at adapt()
             examples = self.bundle.check_images(batch)
         else:
@@ -209,6 +208,8 @@ class Adapter:
         else:
             self.added.setdefault(class_name, _now())
         self._support[class_name] = examples
+        if augment:  # counted once the examples are in: a failed call changes nothing
+            self.variants[class_name] = self.variants.get(class_name, 0) + len(batch) * augment // (1 + augment)
         self._changed, self._embedded = True, None
 
     def _variants(self, images: Images, batch: np.ndarray, n: int, seed: np.random.SeedSequence) -> np.ndarray:
