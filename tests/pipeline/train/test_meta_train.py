@@ -7,7 +7,8 @@ from mtl.pipeline.meta.learner import LearnerSpec, MetaLearner
 from mtl.pipeline.train.checkpoint import load_checkpoint
 from mtl.pipeline.train.evaluate import EvalConfig, evaluate_path
 from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
-from tests.tolerance import assert_better, assert_float_close
+from tests.pipeline.train.resume import assert_resumes_exactly
+from tests.tolerance import assert_better
 
 FAST = dict(data="synthetic:60", ways=5, shots=1, queries=5, meta_batch=4, inner_steps=2, val_every=10,
             val_episodes=20, device="cpu", calibrate_episodes=0)
@@ -58,25 +59,8 @@ def test_mtl_without_init_and_init_from_a_meta_checkpoint_are_refused(tmp_path):
         meta_train(MetaTrainConfig(out=str(tmp_path / "x"), algorithm="mtl", init=str(out), **FAST))
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_continues_exactly(tmp_path):
-    cfg = dict(FAST, algorithm="metasgd", iterations=20)
-    meta_train(MetaTrainConfig(out=str(tmp_path / "whole"), **cfg))
-
-    def stop_after_first_validation(kind, done, total, info):
-        if kind == "iteration" and done == 13:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        meta_train(MetaTrainConfig(out=str(tmp_path / "cut"), **cfg), stop_after_first_validation)
-    meta_train(MetaTrainConfig(out=str(tmp_path / "cut"), resume=True, **cfg))
-    a = load_checkpoint(tmp_path / "whole" / "last.safetensors")
-    b = load_checkpoint(tmp_path / "cut" / "last.safetensors")
-    for name, tensor in a.model.items():
-        assert_float_close(tensor, b.model[name], err_msg=name)
+    assert_resumes_exactly(dict(FAST, algorithm="metasgd", iterations=20), tmp_path, stop_at=13)
     assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 2
 
 
