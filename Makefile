@@ -10,7 +10,12 @@ DEVICE_TEST_VENV ?= .venv-device
 DEVICE_TESTS = tests/device_runtime tests/cli/test_device_cli.py $(addprefix tests/bad_inputs/,test_bundles.py \
 	test_device.py test_hostile_bundles.py test_stderr.py test_nothing_lost.py)
 
-.PHONY: install demo test test-device clean
+WEB = device_runtime/web
+# The JavaScript device runtime (device_runtime/web) is tested against the Python one when Node.js is here: `make web`
+# installs its locked npm packages (no install scripts) and builds the page; Chromium runs the browser tests.
+HAVE_NPM := $(shell command -v npm 2>/dev/null)
+
+.PHONY: install demo test test-device web clean
 
 install: $(VENV)/.installed
 
@@ -40,8 +45,9 @@ demo: install
 	$(DEVICE_VENV)/bin/mtl adapt $(DEMO)/bundle.mtlb $(DEMO)/new-classes/support --out $(DEMO)/adapted
 	$(DEVICE_VENV)/bin/mtl predict $(DEMO)/adapted $(DEMO)/new-classes/query/*/*.png
 
-test: install
+test: install $(if $(HAVE_NPM),web)
 	$(BIN)/ruff check .
+	$(if $(HAVE_NPM),cd $(WEB) && npm test --silent)
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-device
 
@@ -58,5 +64,12 @@ test-device:
 		import mtl.device_runtime.bundle"
 	$(DEVICE_TEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(DEVICE_TESTS)
 
+# the page: device_runtime/web/dist, a static folder any web server can serve (docs/web.md)
+web: $(WEB)/node_modules/.package-lock.json
+	cd $(WEB) && npm run build --silent
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund
+
 clean:
-	rm -rf $(VENV) $(DEVICE_TEST_VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEVICE_TEST_VENV) runs .pytest_cache .ruff_cache $(WEB)/node_modules $(WEB)/dist

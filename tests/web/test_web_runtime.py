@@ -1,0 +1,220 @@
+"""The JavaScript device runtime (device_runtime/web) against the Python one: the same bundle refused for the same
+faults, the same preprocessing to the pixel, and the same adaptation and predictions — under Node (onnxruntime-node)
+and in a real headless Chromium (onnxruntime-web, wasm), where the adapted classes also survive a reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtl.device_runtime import Bundle
+from mtl.device_runtime.adapter import Adapter
+from mtl.device_runtime.archive import zip_bytes
+from mtl.device_runtime.errors import BundleError
+from mtl.device_runtime.preprocess import RESIZE_METHODS, InputSpec, to_uint8
+from tests.tolerance import assert_float_close
+from tests.web.harness import browser_jobs, node_jobs, rgba_job, url
+from tests.web.refusals import refusal_corpus
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def mtlb(directory, path):
+    path.write_bytes(zip_bytes({p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}))
+    return path
+
+
+# ------------------------------------------------------------------ refusals: one corpus, both runtimes
+def test_every_bundle_of_the_refusal_corpus_is_refused_by_both_runtimes_naming_the_same_fault(tmp_path):
+    corpus = refusal_corpus(tmp_path / "corpus")
+    results = node_jobs([{"kind": "load", "bundle": str(case.path)} for case in corpus], tmp_path)
+    for case, result in zip(corpus, results, strict=True):
+        if case.culprit is None:  # the good bundle of the corpus
+            Bundle.load(case.path)
+            assert result == {"ok": True}, f"{case.name}: the web runtime refused a good bundle: {result}"
+            continue
+        with pytest.raises(BundleError) as python:
+            Bundle.load(case.path)
+        assert case.culprit in str(python.value), f"{case.name}: Python said {python.value}"
+        assert "error" in result, f"{case.name}: the web runtime accepted a bundle Python refuses ({case.culprit})"
+        assert result["error"].startswith("BundleError: ") and case.culprit in result["error"], \
+            f"{case.name}: the web runtime said {result['error']!r}, not {case.culprit!r}"
+        assert "\n" not in result["error"]
+
+
+# ------------------------------------------------------------------ preprocessing: Pillow's, to the pixel
+def _sources(tmp_path):
+    rng = np.random.default_rng(7)
+    images = []
+    for i, (w, h, mode) in enumerate([(105, 105, "1"), (61, 43, "L"), (20, 33, "RGB"), (9, 9, "P"), (300, 7, "L"),
+                                      (28, 28, "L"), (64, 64, "RGB"), (7, 300, "L"), (30, 52, "RGB")]):
+        array = rng.integers(0, 256, (h, w, 3) if mode == "RGB" else (h, w), dtype=np.uint8)
+        image = Image.fromarray(array).convert(mode) if mode in ("1", "P") else Image.fromarray(array, mode)
+        if mode == "P":
+            image = Image.fromarray(array).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+        path = tmp_path / f"src{i}.png"
+        image.save(path)
+        images.append(path)
+    return images
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_web_preprocessing_equals_pillows_for_every_filter_mode_and_size(channels, tmp_path):
+    sources = _sources(tmp_path)
+    jobs, specs = [], []
+    for resize in sorted(RESIZE_METHODS):
+        for size, invert in ((28, True), (84, False)):
+            spec = InputSpec(size=size, channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels,
+                             invert=invert, resize=resize)
+            specs.append(spec)
+            jobs.append({"kind": "preprocess", "spec": spec.to_dict(), "images": [rgba_job(p) for p in sources]})
+    for spec, result in zip(specs, node_jobs(jobs, tmp_path), strict=True):
+        for path, got in zip(sources, result["images"], strict=True):
+            want = to_uint8(path, spec, path.name)
+            diff = np.abs(np.asarray(got, np.int16).reshape(want.shape) - want)
+            assert diff.max() == 0, f"{spec.resize} {spec.size} {path.name}: {int(diff.max())} levels off Pillow"
+
+
+# ------------------------------------------------------------------ adaptation: the Python loop, step for step
+def _synthetic_support(tmp_path, classes=4, shots=3, queries=2, size=16):
+    """Support and query PNG files of separable synthetic glyphs; the queries at another size (resized on both)."""
+    from tests.device_runtime.bundle_factory import glyph
+
+    rng = np.random.default_rng(3)
+    files = tmp_path / "files"
+    support, query = {}, []
+    for c in range(classes):
+        folder = files / "support" / f"class {c}"
+        folder.mkdir(parents=True)
+        support[f"class {c}"] = []
+        for k in range(shots + queries):
+            image = Image.fromarray(glyph(c, rng))
+            if k >= shots:
+                image = image.resize((size * 3 + 1, size * 2 + 5), Image.Resampling.NEAREST)
+                path = files / "query" / f"{c}-{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                query.append(path)
+            else:
+                path = folder / f"{k}.png"
+                support[f"class {c}"].append(path)
+            image.save(path)
+    return files, support, query
+
+
+def _python(bundle_path, support, query, **options):
+    adapter = Adapter(Bundle.load(bundle_path))
+    for name, paths in support.items():
+        adapter.add_examples(name, paths)
+    result = adapter.adapt(**options)
+    labels, probs = adapter.predict(query)
+    weight, bias = adapter.head
+    return result, labels, probs, weight, bias
+
+
+def _same(js, python, what):
+    result, labels, probs, weight, bias = python
+    assert "error" not in js, f"{what}: {js.get('error')}"
+    assert js["labels"] == labels, what
+    np.testing.assert_allclose(np.asarray(js["probabilities"]), probs, rtol=0, atol=1e-4, err_msg=what)
+    assert_float_close(np.asarray(js["weight"]).reshape(weight.shape), weight, err_msg=f"{what}: weight")
+    assert_float_close(np.asarray(js["bias"]), bias, err_msg=f"{what}: bias")
+    assert_float_close(js["result"]["losses"] + [js["result"]["finalLoss"]], list(result.losses) + [result.final_loss],
+                       err_msg=f"{what}: losses")
+
+
+HEADS = [dict(head_init="learned"), dict(head_init="proto", learned_lr=True), dict(head_init="zero", steps=12, lr=0.5),
+         dict(head_type="cosine", head_init="proto")]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_node_adapts_and_predicts_as_the_python_runtime(head, tmp_path):
+    from tests.device_runtime.bundle_factory import write_bundle
+
+    path = mtlb(write_bundle(tmp_path / "bundle", **head), tmp_path / "bundle.mtlb")
+    files, support, query = _synthetic_support(tmp_path)
+    (js,) = node_jobs([{"kind": "adapt", "bundle": str(path), "queries": [rgba_job(p) for p in query],
+                        "classes": {n: [rgba_job(p) for p in ps] for n, ps in support.items()}}], tmp_path)
+    _same(js, _python(path, support, query), str(head))
+
+
+def test_node_keeps_a_batch_statistics_support_set_as_images_like_the_python_runtime(tmp_path):
+    """With batch statistics the support set is embedded as one batch at adapt and the queries of one call together
+    (the tiny bundle's embed does not depend on the batch, but both runtimes take that path)."""
+    from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest
+
+    directory = write_bundle(tmp_path / "bundle", head_init="proto")
+    manifest = read_manifest(directory)
+    manifest["batch_statistics"] = True
+    write_manifest(directory, manifest)
+    path = mtlb(directory, tmp_path / "bundle.mtlb")
+    assert Bundle.load(path).keeps_images
+    files, support, query = _synthetic_support(tmp_path)
+    (js,) = node_jobs([{"kind": "adapt", "bundle": str(path), "queries": [rgba_job(p) for p in query],
+                        "classes": {n: [rgba_job(p) for p in ps] for n, ps in support.items()}}], tmp_path)
+    _same(js, _python(path, support, query), "batch statistics")
+
+
+@pytest.fixture(scope="module")
+def conv4_bundle(tmp_path_factory, pretrained_run):
+    """The shared pretrained Conv-4 run (tests/conftest.py), exported: real convolutions, folded BatchNorm, a
+    calibrated temperature, and support images of its own test classes."""
+    from mtl.exporters.bundle_export import export_bundle
+    from mtl.pipeline.data import load_data
+    from mtl.pipeline.data.dump import dump_classes
+
+    out = tmp_path_factory.mktemp("conv4")
+    path = out / "files" / "bundle.mtlb"
+    path.parent.mkdir()
+    export_bundle(pretrained_run[0], path, single_file=True)
+    manifest = Bundle.load(path).manifest
+    data = load_data(manifest.producer["data"])
+    dump_classes(data, list(manifest.producer["splits"]["test"])[:5], out / "files", shots=5, queries=3)
+    query = sorted((out / "files" / "query").glob("*/*.png"))
+    for i, image in enumerate(query[::3]):  # some queries at another size: resized by both runtimes
+        with Image.open(image) as source:
+            source.resize((source.width * 2 + 3, source.height * 2 + 3), Image.Resampling.BICUBIC).save(
+                out / "files" / "query" / f"big-{i}.png")
+    support = {p.name: sorted(p.glob("*.png")) for p in sorted((out / "files" / "support").iterdir())}
+    return path, support, sorted((out / "files" / "query").rglob("*.png")), out / "files"
+
+
+def test_the_page_in_chromium_adapts_and_predicts_as_the_python_runtime_and_keeps_its_classes(conv4_bundle, tmp_path):
+    path, support, query, files = conv4_bundle
+    python = _python(path, support, query)
+    jobs = [{"kind": "parity", "bundle": url(path, files), "queries": [url(q, files) for q in query], "threads": t,
+             "classes": {n: [url(p, files) for p in ps] for n, ps in support.items()}} for t in (1, 2)]
+    for threads, js in zip((1, 2), browser_jobs(jobs, files, tmp_path), strict=True):
+        _same(js, python, f"Chromium, {threads} thread(s)")
+        assert js["crossOriginIsolated"]
+        # reloaded: the bundle and the adapted state come back from IndexedDB, and predict the same
+        assert js["restored"]["labels"] == js["labels"]
+        np.testing.assert_array_equal(js["restored"]["probabilities"], js["probabilities"])
+
+
+def test_the_page_refuses_a_tampered_bundle_before_any_graph_is_made(conv4_bundle, tmp_path):
+    path, _, _, files = conv4_bundle
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (files / "tampered.mtlb").write_bytes(bytes(data))
+    (result,) = browser_jobs([{"kind": "load", "bundle": url(files / "tampered.mtlb", files)}], files, tmp_path)
+    with pytest.raises(BundleError) as python:
+        Bundle.load(files / "tampered.mtlb")
+    assert result["error"].startswith("BundleError: ")
+    culprit = str(python.value).split(": ")[1] if "cannot read member" in str(python.value) else "sha256"
+    assert culprit in result["error"], (str(python.value), result["error"])
+
+
+def test_the_demo_page_used_as_a_person_would_learns_the_classes_and_keeps_them(conv4_bundle, tmp_path):
+    path, support, query, files = conv4_bundle
+    _, labels, probs, _, _ = _python(path, support, query)
+    (page,) = browser_jobs([{"kind": "ui", "bundle": str(path), "queries": [str(q) for q in query],
+                             "classes": {n: [str(p) for p in ps] for n, ps in support.items()}}], files, tmp_path)
+    assert "error" not in page, page.get("error")
+    assert page["adapted"].startswith(f"adapted to {len(support)} classes"), page["adapted"]
+    shown = [line.split(" — ") for line in page["results"]]
+    assert [label.strip() for label, _ in shown] == labels
+    for (_, confidence), row in zip(shown, probs, strict=True):
+        assert confidence.startswith(f"{100 * row.max():.1f} %"), (confidence, row.max())
+    assert page["afterReload"]["status"].startswith(f"restored {len(support)} adapted classes")
+    assert all(name in page["afterReload"]["learned"] for name in support)
