@@ -14,5 +14,5 @@ self.addEventListener("fetch", (event) => {
     }).catch(() => caches.match(event.request).then((hit) => hit || Response.error())));
     return;
   }
-  event.respondWith(caches.match(event.request).then((hit) => hit || fetch(event.request)));
+  event.respondWith(caches.match(event.request, { ignoreSearch: true }).then((hit) => hit || fetch(event.request)));
 });

@@ -179,37 +179,51 @@ def conv4_bundle(tmp_path_factory, pretrained_run):
     return path, support, sorted((out / "files" / "query").rglob("*.png")), out / "files"
 
 
-def test_the_page_in_chromium_adapts_and_predicts_as_the_python_runtime_and_keeps_its_classes(conv4_bundle, tmp_path):
+@pytest.fixture(scope="module")
+def page_runs(conv4_bundle, tmp_path_factory):
+    """Every browser job of this module in ONE Chromium (starting one costs seconds): the parity runs with 1 and 2
+    wasm threads, a tampered bundle, the page clicked through, and the page offline — and the Python runtime's
+    answers for the same images."""
     path, support, query, files = conv4_bundle
-    python = _python(path, support, query)
-    jobs = [{"kind": "parity", "bundle": url(path, files), "queries": [url(q, files) for q in query], "threads": t,
-             "classes": {n: [url(p, files) for p in ps] for n, ps in support.items()}} for t in (1, 2)]
-    for threads, js in zip((1, 2), browser_jobs(jobs, files, tmp_path), strict=True):
-        _same(js, python, f"Chromium, {threads} thread(s)")
-        assert js["crossOriginIsolated"]
-        # reloaded: the bundle and the adapted state come back from IndexedDB, and predict the same
-        assert js["restored"]["labels"] == js["labels"]
-        np.testing.assert_array_equal(js["restored"]["probabilities"], js["probabilities"])
-
-
-def test_the_page_refuses_a_tampered_bundle_before_any_graph_is_made(conv4_bundle, tmp_path):
-    path, _, _, files = conv4_bundle
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     (files / "tampered.mtlb").write_bytes(bytes(data))
-    (result,) = browser_jobs([{"kind": "load", "bundle": url(files / "tampered.mtlb", files)}], files, tmp_path)
+    classes = {n: [url(p, files) for p in ps] for n, ps in support.items()}
+    queries = [url(q, files) for q in query]
+    jobs = [*({"kind": "parity", "bundle": url(path, files), "queries": queries, "threads": t, "classes": classes}
+              for t in (1, 2)),
+            {"kind": "load", "bundle": url(files / "tampered.mtlb", files)},
+            {"kind": "ui", "bundle": str(path), "queries": [str(q) for q in query],
+             "classes": {n: [str(p) for p in ps] for n, ps in support.items()}},
+            {"kind": "offline", "bundle": url(path, files), "queries": queries[:4], "classes": classes}]
+    results = browser_jobs(jobs, files, tmp_path_factory.mktemp("browser"))
+    return dict(zip(("parity1", "parity2", "tampered", "ui", "offline"), results, strict=True)), \
+        _python(path, support, query)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_page_in_chromium_adapts_and_predicts_as_the_python_runtime_and_keeps_its_classes(page_runs, threads):
+    runs, python = page_runs
+    js = runs[f"parity{threads}"]
+    _same(js, python, f"Chromium, {threads} wasm thread(s)")
+    assert js["crossOriginIsolated"]
+    # reloaded: the bundle and the adapted state come back from IndexedDB, and predict the same
+    assert js["restored"]["labels"] == js["labels"]
+    np.testing.assert_array_equal(js["restored"]["probabilities"], js["probabilities"])
+
+
+def test_the_page_refuses_a_tampered_bundle_before_any_graph_is_made(page_runs, conv4_bundle):
+    result = page_runs[0]["tampered"]
     with pytest.raises(BundleError) as python:
-        Bundle.load(files / "tampered.mtlb")
+        Bundle.load(conv4_bundle[3] / "tampered.mtlb")
     assert result["error"].startswith("BundleError: ")
     culprit = str(python.value).split(": ")[1] if "cannot read member" in str(python.value) else "sha256"
     assert culprit in result["error"], (str(python.value), result["error"])
 
 
-def test_the_demo_page_used_as_a_person_would_learns_the_classes_and_keeps_them(conv4_bundle, tmp_path):
-    path, support, query, files = conv4_bundle
-    _, labels, probs, _, _ = _python(path, support, query)
-    (page,) = browser_jobs([{"kind": "ui", "bundle": str(path), "queries": [str(q) for q in query],
-                             "classes": {n: [str(p) for p in ps] for n, ps in support.items()}}], files, tmp_path)
+def test_the_demo_page_used_as_a_person_would_learns_the_classes_and_keeps_them(page_runs, conv4_bundle):
+    page, (_, labels, probs, _, _) = page_runs[0]["ui"], page_runs[1]
+    support = conv4_bundle[1]
     assert "error" not in page, page.get("error")
     assert page["adapted"].startswith(f"adapted to {len(support)} classes"), page["adapted"]
     shown = [line.split(" — ") for line in page["results"]]
@@ -218,3 +232,39 @@ def test_the_demo_page_used_as_a_person_would_learns_the_classes_and_keeps_them(
         assert confidence.startswith(f"{100 * row.max():.1f} %"), (confidence, row.max())
     assert page["afterReload"]["status"].startswith(f"restored {len(support)} adapted classes")
     assert all(name in page["afterReload"]["learned"] for name in support)
+
+
+def test_the_page_works_offline_once_loaded_with_its_classes(page_runs, conv4_bundle):
+    js, (_, labels, probs, _, _) = page_runs[0]["offline"], page_runs[1]
+    assert "error" not in js, js.get("error")
+    assert js["controlled"], "the service worker did not take the page"
+    assert js["status"].startswith(f"restored {len(conv4_bundle[1])} adapted classes"), js["status"]
+    assert js["labels"] == labels[:4]
+    np.testing.assert_allclose(np.asarray(js["probabilities"]), probs[:4], rtol=0, atol=1e-4)
+
+
+def test_the_web_runtime_holds_the_schema_of_device_runtime_schema_py(tmp_path):
+    """The JavaScript runtime's copy of the bundle's names, limits and graph interfaces is the Python schema's: a
+    change to `device_runtime/schema.py` that the web runtime does not follow fails here."""
+    from mtl.device_runtime import archive, schema
+    from mtl.device_runtime.preprocess import RESIZE_METHODS
+    from mtl.device_runtime.signing import SIGNATURE
+
+    context = schema.Context(dim=100, hidden=(64, 7, 7), steps=2, lr=0.5)
+    calls = [(1, 28, 64, 0, None), (3, 84, 640, 0, None), (1, 28, 64, 42, None), (1, 28, 64, 0, context)]
+    (js,) = node_jobs([{"kind": "schema", "io": [[c, s, d, st, None if ctx is None else ctx.to_dict()]
+                                                 for c, s, d, st, ctx in calls]}], tmp_path)
+    assert (js["SCHEMA"], js["MANIFEST"], js["SIGNATURE"]) == (schema.SCHEMA, schema.MANIFEST, SIGNATURE)
+    for name in ("HEAD_TYPES", "HEAD_INITS", "UPDATE_RULES", "DTYPES", "GRAPH_NAMES", "CONTEXT_GRAPHS"):
+        assert tuple(js[name]) == getattr(schema, name), name
+    assert sorted(js["RESIZE_METHODS"]) == sorted(RESIZE_METHODS)
+    assert js["STANDARD_DOMAINS"] == sorted(schema.STANDARD_DOMAINS)
+    assert {k: tuple(v) for k, v in js["LIMITS"].items()} == schema.LIMITS
+    assert (js["MAX_FILES"], js["MAX_NAME"]) == (schema.MAX_FILES, schema.MAX_NAME)
+    assert js["archive"] == {name: getattr(archive, name) for name in js["archive"]}
+    for (c, s, d, st, ctx), io in zip(calls, js["io"], strict=True):
+        want = schema.graph_io(c, s, d, st, ctx)
+        assert list(io) == list(want)
+        for name, graph in want.items():
+            for side in ("inputs", "outputs"):
+                assert io[name][side] == [t.to_dict() for t in getattr(graph, side)], (name, side)

@@ -187,6 +187,10 @@ window.mtl = {
   async predict(urls) {
     return plain(await classify(await Promise.all(urls.map(fetchBlob))));
   },
+  // images given as their file bytes (a test that is offline cannot fetch them)
+  async predictBytes(images) {
+    return plain(await classify(images.map((bytes) => new Blob([Uint8Array.from(bytes)]))));
+  },
   restore,
   // Median seconds of `repeats` adaptations after a warm-up (first runs allocate onnxruntime's arenas): decode,
   // preprocess and embed the support set, initialise and adapt the head — what the Python side of

@@ -8,6 +8,8 @@
 //   {"kind": "time", "bundle": URL, "classes": {…}, "threads": T, "repeats": R} → median seconds of an adaptation
 //   {"kind": "ui", "bundle": PATH, "classes": {name: [PATH…]}, "queries": [PATH…]} → the demo page used as a person
 //        would (file pickers, names, buttons): its status line, result lines, and what it shows after a reload
+//   {"kind": "offline", "bundle": URL, "classes": {…}, "queries": [URL…]} → with the service worker: adapt, go
+//        offline, reload: does the page still open, with its classes, and predict?
 // Every result also says how many bytes the page transferred ("bytes").
 import { createReadStream, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
@@ -63,6 +65,7 @@ async function open(browser, base, query) {
 
 async function run(browser, base, job) {
   const threads = job.threads || 1;
+  if (job.kind === "offline") return offline(browser, base, job);
   const { context, page, bytes } = await open(browser, base, `nosw&nobundle&threads=${threads}`);
   try {
     if (job.kind === "ui") return { ...(await clickThrough(page, job)), bytes };
@@ -79,6 +82,32 @@ async function run(browser, base, job) {
     const restored = await page.evaluate((urls) => window.mtl.predict(urls), job.queries);
     const isolated = await page.evaluate(() => self.crossOriginIsolated);
     return { result, ...predicted, restored, crossOriginIsolated: isolated, bytes };
+  } catch (error) {
+    return { error: String(error.message || error).split("\n")[0] };
+  } finally {
+    await context.close();
+  }
+}
+
+async function offline(browser, base, job) {
+  const { context, page } = await open(browser, base, "nobundle");
+  try {
+    await page.evaluate(() => navigator.serviceWorker.ready);
+    await page.reload(); // now under the service worker, which has cached the page's files
+    await page.evaluate(() => window.mtl.ready);
+    await page.evaluate((url) => window.mtl.load(url), job.bundle);
+    await page.evaluate((classes) => window.mtl.adapt(classes), job.classes);
+    const queries = await page.evaluate((urls) => Promise.all(urls.map(async (u) => {
+      const blob = await (await fetch(u)).blob();
+      return [...new Uint8Array(await blob.arrayBuffer())];
+    })), job.queries);
+    const controlled = await page.evaluate(() => navigator.serviceWorker.controller !== null);
+    await context.setOffline(true);
+    await page.reload();
+    await page.evaluate(() => window.mtl.ready);
+    const status = await page.textContent("#status");
+    const predicted = await page.evaluate((images) => window.mtl.predictBytes(images), queries);
+    return { controlled, status, ...predicted };
   } catch (error) {
     return { error: String(error.message || error).split("\n")[0] };
   } finally {

@@ -5,14 +5,26 @@
 //       RGBA_JOB = {"file": PATH of raw RGBA bytes, "width": W, "height": H}
 //                                                          → head, losses, labels, probabilities
 //   {"kind": "preprocess", "spec": INPUT_SPEC, "images": [RGBA_JOB…]} → the uint8 (C, H, W) inputs as lists
+//   {"kind": "schema", "io": [[channels, size, dim, state, context|null]…]} → the runtime's copy of the bundle
+//        schema (names, limits, the graph interfaces for each argument list), held to device_runtime/schema.py
 import { readFileSync } from "node:fs";
 import * as ort from "onnxruntime-node";
 import { Adapter, Bundle } from "../src/index.js";
+import * as archive from "../src/archive.js";
+import * as schema from "../src/manifest.js";
 import { toUint8 } from "../src/preprocess.js";
 
 const pixels = (job) => ({ width: job.width, height: job.height, data: new Uint8Array(readFileSync(job.file)), name: job.file });
 
 async function run(job) {
+  if (job.kind === "schema") {
+    const names = ["SCHEMA", "MANIFEST", "SIGNATURE", "HEAD_TYPES", "HEAD_INITS", "UPDATE_RULES", "DTYPES", "GRAPH_NAMES",
+      "CONTEXT_GRAPHS", "RESIZE_METHODS", "LIMITS", "MAX_FILES", "MAX_NAME"];
+    const limits = ["MAX_MANIFEST_BYTES", "MAX_MEMBERS", "MAX_DIRECTORY_BYTES", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES",
+      "MAX_RATIO", "RATIO_FLOOR"];
+    return { ...Object.fromEntries(names.map((n) => [n, schema[n]])), STANDARD_DOMAINS: [...schema.STANDARD_DOMAINS].sort(),
+      archive: Object.fromEntries(limits.map((n) => [n, archive[n]])), io: job.io.map((args) => schema.graphIO(...args)) };
+  }
   if (job.kind === "preprocess") return { images: job.images.map((image) => Array.from(toUint8(pixels(image), job.spec))) };
   const bundle = await Bundle.load(new Uint8Array(readFileSync(job.bundle)), { ort, label: job.bundle, backend: "cpu" });
   if (job.kind === "load") return { ok: true };
