@@ -26,14 +26,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from context_step import median_s  # a sibling file: the same median-after-warm-up timing
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
@@ -85,13 +84,7 @@ def python_s(bundle_path: Path, classes: dict[str, list[Path]], threads: int, re
             adapter.add_examples(name, paths)
         adapter.adapt()
 
-    once()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_s(once, repeats)
 
 
 def page(jobs: list[dict], files: Path, workdir: Path) -> list[dict]:
