@@ -268,3 +268,45 @@ def test_the_web_runtime_holds_the_schema_of_device_runtime_schema_py(tmp_path):
         for name, graph in want.items():
             for side in ("inputs", "outputs"):
                 assert io[name][side] == [t.to_dict() for t in getattr(graph, side)], (name, side)
+
+
+def test_hostile_manifests_are_refused_by_the_web_runtime_exactly_when_python_refuses_them(tmp_path):
+    """The property test's hostile manifests (tests/device_runtime/test_hostile_manifests.py: wrong types, values at
+    and past every range, huge or nested values, missing or extra keys), each run through both runtimes: the web
+    runtime must accept exactly the bundles Python accepts, and refuse the others with the same message."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mtl.device_runtime.errors import MtlError
+    from tests.device_runtime.bundle_factory import read_manifest, write_bundle
+    from tests.device_runtime.test_hostile_manifests import _edit
+
+    good = write_bundle(tmp_path / "good")
+    manifest = read_manifest(good)
+    files = {p.name: p.read_bytes() for p in good.iterdir()}
+    cases = []
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(data=st.data())
+    def collect(data):
+        path = tmp_path / f"edited-{len(cases)}.mtlb"
+        path.write_bytes(zip_bytes({**files, "manifest.json": _edit(manifest, data).encode()}))
+        try:
+            Bundle.load(path)
+            cases.append((path, None))
+        except MtlError as exc:
+            cases.append((path, str(exc)))
+
+    collect()
+    results = node_jobs([{"kind": "load", "bundle": str(path)} for path, _ in cases], tmp_path)
+    assert any(python is None for _, python in cases) and any(python for _, python in cases)
+    for (path, python), js in zip(cases, results, strict=True):
+        if python is None:
+            assert js == {"ok": True}, f"{path.name}: Python accepts it, the web runtime says {js}"
+        else:
+            assert "error" in js, f"{path.name}: Python refuses it ({python}), the web runtime accepts it"
+            web = js["error"].split(": ", 1)[1]
+            # the same message, up to the first character Python escapes as \u / \U: whether a code point is
+            # assigned (printable) depends on the Unicode version of each runtime (Python 3.11 knows 14.0)
+            cut = min((i for i in (python.find("\\u"), python.find("\\U")) if i >= 0), default=len(python))
+            assert web[:cut] == python[:cut] and len(web) >= cut, f"{path.name}:\n python: {python}\n web:    {web}"

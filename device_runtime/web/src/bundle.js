@@ -35,9 +35,9 @@ export class Bundle {
     const manifestBytes = source.read(MANIFEST);
     const signature = source.readOptional(SIGNATURE);
     const listed = parseManifest(manifestBytes).files;
-    source.checkListed(new Set(Object.keys(listed)));
-    const files = {};
-    for (const name of Object.keys(listed).sort()) files[name] = source.read(name);
+    source.checkListed(new Set(listed.keys()));
+    const files = Object.create(null); // a member may be named "__proto__"
+    for (const name of [...listed.keys()].sort()) files[name] = source.read(name);
     const manifest = parseManifest(manifestBytes);
     const bundle = new Bundle(manifestBytes, manifest, files, label, signature);
     await checkDigests(manifest, files);
@@ -209,7 +209,7 @@ export function onehot(labels, n) {
 }
 
 async function checkDigests(manifest, files) {
-  for (const [name, expected] of Object.entries(manifest.files)) {
+  for (const [name, expected] of manifest.files) {
     const actual = await sha256Hex(files[name]);
     if (actual !== expected) {
       throw new BundleError(`${name}: sha256 ${actual} does not match manifest.json (${expected}); the file is corrupt or was changed`);
@@ -236,15 +236,15 @@ function graphInfo(manifest, name, files) {
       "a bundle holds standard ONNX only");
   }
   for (const [side, actual] of [["inputs", info.inputs], ["outputs", info.outputs]]) {
-    const declared = Object.fromEntries(spec[side].map((t) => [t.name, t]));
-    const found = Object.fromEntries(actual.map((v) => [v.name, v]));
-    const a = Object.keys(found).sort();
-    const b = Object.keys(declared).sort();
+    const declared = new Map(spec[side].map((t) => [t.name, t]));
+    const found = new Map(actual.map((v) => [v.name, v]));
+    const a = [...found.keys()].sort();
+    const b = [...declared.keys()].sort();
     if (JSON.stringify(a) !== JSON.stringify(b)) {
       throw new BundleError(`${spec.file}: graph ${side} ${repr(a)} do not match manifest.json graphs.${name}.${side} ${repr(b)}`);
     }
-    for (const [key, value] of Object.entries(found)) {
-      const want = declared[key];
+    for (const [key, value] of found) {
+      const want = declared.get(key);
       if (value.dtype !== null && value.dtype !== want.dtype) {
         throw new BundleError(`${spec.file}: ${side.slice(0, -1)} ${repr(key)} is ${value.dtype}, manifest.json says ${want.dtype}`);
       }

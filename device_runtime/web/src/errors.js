@@ -1,4 +1,4 @@
-import { JsonFloat } from "./jsonio.js";
+import { JsonFloat, keysOf } from "./jsonio.js";
 
 // The runtime's errors, one per kind, as in the Python runtime (device_runtime/errors.py): each message is one
 // line naming what is wrong.
@@ -17,9 +17,10 @@ export class ConfigError extends MtlError {} // options out of range
 export function repr(value, width = Infinity) {
   let text;
   if (typeof value === "string") {
-    const escaped = value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t")
-      .replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-    text = escaped.includes("'") && !escaped.includes('"') ? `"${escaped}"` : `'${escaped.replace(/'/g, "\\'")}'`;
+    const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
+    let escaped = "";
+    for (const char of value) escaped += escapeChar(char, quote);
+    text = `${quote}${escaped}${quote}`;
   } else if (value === null || value === undefined) {
     text = "None";
   } else if (typeof value === "boolean") {
@@ -27,20 +28,48 @@ export function repr(value, width = Infinity) {
   } else if (Array.isArray(value)) {
     text = `[${value.map((v) => repr(v)).join(", ")}]`;
   } else if (typeof value === "object" && !(value instanceof JsonFloat)) {
-    text = `{${Object.keys(value).map((k) => `${repr(k)}: ${repr(value[k])}`).join(", ")}}`;
+    text = `{${keysOf(value).map((k) => `${repr(k)}: ${repr(value[k])}`).join(", ")}}`;
   } else {
     text = pyNumber(Number(value), value);
   }
-  return text.length > width ? text.slice(0, width) : text;
+  if (text.length <= width) return text;
+  const points = Array.from(text); // Python cuts at `width` characters (code points), not UTF-16 units
+  return points.length > width ? points.slice(0, width).join("") : text;
 }
 
-// A number as Python prints it: floats keep a ".0", exponents have two digits.
+// Python's str.isprintable() is false for these (the space excepted): repr() escapes them
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
+const NAMED = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+// One character as Python's repr() of a string writes it.
+function escapeChar(char, quote) {
+  if (char in NAMED) return NAMED[char];
+  if (char === quote) return `\\${char}`;
+  if (!UNPRINTABLE.test(char)) return char;
+  const code = char.codePointAt(0);
+  if (code < 0x100) return `\\x${code.toString(16).padStart(2, "0")}`;
+  if (code < 0x10000) return `\\u${code.toString(16).padStart(4, "0")}`;
+  return `\\U${code.toString(16).padStart(8, "0")}`;
+}
+
+// A number as Python prints it: an integer exactly (a BigInt beyond 2^53, jsonio.js), a float (a JsonFloat) as
+// Python's repr() — the shortest digits that round-trip, in exponent form below 1e-4 and from 1e16 on.
 function pyNumber(number, original) {
-  const isFloat = original instanceof JsonFloat; // a JsonFloat (jsonio.js): written with a '.' or an exponent
-  let text = String(number);
-  if (text.includes("e")) text = text.replace(/e([+-])(\d)$/, "e$10$2");
-  if (isFloat && Number.isInteger(number) && !text.includes("e")) text += ".0";
-  return text;
+  if (typeof original === "bigint") return original.toString();
+  if (!(original instanceof JsonFloat)) return String(number);
+  if (Number.isNaN(number)) return "nan";
+  if (!Number.isFinite(number)) return number > 0 ? "inf" : "-inf";
+  if (number === 0) return Object.is(number, -0) ? "-0.0" : "0.0";
+  const sign = number < 0 ? "-" : "";
+  const [mantissa, power] = Math.abs(number).toExponential().split("e");
+  const digits = mantissa.replace(".", "");
+  const e = Number(power);
+  if (e < -4 || e >= 16) {
+    const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+    return `${sign}${m}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  }
+  if (e < 0) return `${sign}0.${"0".repeat(-e - 1)}${digits}`;
+  return `${sign}${digits.slice(0, e + 1).padEnd(e + 1, "0")}.${digits.slice(e + 1) || "0"}`;
 }
 
 // Python's type(value).__name__ for a parsed JSON value.
@@ -48,7 +77,7 @@ export function typeName(value) {
   if (value === null) return "NoneType";
   if (typeof value === "boolean") return "bool";
   if (typeof value === "string") return "str";
-  if (typeof value === "number") return "int";
+  if (typeof value === "number" || typeof value === "bigint") return "int";
   if (Array.isArray(value)) return "list";
   if (value instanceof JsonFloat) return "float";
   return "dict";

@@ -1,6 +1,7 @@
 // JSON a device reads, with the bounds of the Python runtime (device_runtime/jsonio.py): at most 32 levels of
 // nesting, integers of at most 19 digits, no NaN / Infinity and no float beyond the float range. A number written
-// with a fraction or an exponent comes back as a `JsonFloat`, so that a manifest's "28.0" is refused where an
+// with a fraction or an exponent comes back as a `JsonFloat`, an integer beyond 2^53 as a BigInt (exact, as
+// Python's int), so that a manifest's "28.0" is refused where an
 // integer is required, exactly as Python refuses it (JSON.parse would return 28 for both).
 export const MAX_DEPTH = 32;
 export const MAX_INT_DIGITS = 19;
@@ -16,6 +17,11 @@ export class JsonFloat {
     return this.value;
   }
 }
+
+// An object's keys in the order the file gives them (a JS object lists integer-like keys first; Python's dict keeps
+// the file's order, and a repeated key keeps its first place with its last value).
+export const ORDER = Symbol("key order");
+export const keysOf = (obj) => obj[ORDER] ?? Object.keys(obj);
 
 class JsonSyntax extends Error {}
 
@@ -96,7 +102,8 @@ class Parser {
     if (match[1] === undefined && match[2] === undefined) {
       const digits = token.replace(/^-/, "").length;
       if (digits > MAX_INT_DIGITS) throw new JsonSyntax(`an integer of ${digits} digits (at most ${MAX_INT_DIGITS})`);
-      return Number(token);
+      const value = Number(token);
+      return Number.isSafeInteger(value) ? value : BigInt(token); // exact, as Python's int
     }
     if (token.length > 64) throw new JsonSyntax(`a number written with ${token.length} characters`);
     const value = Number(token);
@@ -105,6 +112,8 @@ class Parser {
   }
   object() {
     const out = Object.create(null);
+    const order = [];
+    Object.defineProperty(out, ORDER, { value: order });
     this.at += 1;
     this.space();
     if (this.text[this.at] === "}") {
@@ -119,6 +128,7 @@ class Parser {
       if (this.text[this.at] !== ":") this.fail("Expecting ':' delimiter");
       this.at += 1;
       this.space();
+      if (!Object.prototype.hasOwnProperty.call(out, key)) order.push(key);
       out[key] = this.value();
       this.space();
       const next = this.text[this.at++];

@@ -2,7 +2,7 @@
 // (device_runtime/manifest.py and schema.py): every key, type, range and graph interface, each fault named in one
 // line. The tests run one corpus of bad bundles through both runtimes (tests/web).
 import { BundleError, repr, typeName } from "./errors.js";
-import { JsonFloat, loads } from "./jsonio.js";
+import { JsonFloat, keysOf, loads } from "./jsonio.js";
 
 export const SCHEMA = "mtl-bundle/3";
 export const MANIFEST = "manifest.json";
@@ -53,9 +53,9 @@ export function isPrintable(text) {
 function is(value, kind) {
   switch (kind) {
     case "int":
-      return typeof value === "number"; // integers only: a float token is a JsonFloat
+      return typeof value === "number" || typeof value === "bigint"; // integers only: a float is a JsonFloat
     case "number":
-      return typeof value === "number" || value instanceof JsonFloat;
+      return typeof value === "number" || typeof value === "bigint" || value instanceof JsonFloat;
     case "bool":
       return typeof value === "boolean";
     case "str":
@@ -79,7 +79,15 @@ export function need(obj, key, kind, where) {
   return kind === "number" ? Number(value) : value;
 }
 
-const g = (x) => (Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-4) ? x.toExponential().replace(/e([+-])(\d)$/, "e$10$2") : String(x));
+// Python's format(x, "g"): six significant digits, exponent form below 1e-4 and from 1e6 on, no trailing zeros.
+function g(x) {
+  if (x === 0) return "0";
+  const strip = (text) => (text.includes(".") ? text.replace(/\.?0+$/, "") : text);
+  const [mantissa, power] = x.toExponential(5).split("e");
+  const e = Number(power);
+  if (e < -4 || e >= 6) return `${strip(mantissa)}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  return strip(x.toFixed(5 - e));
+}
 
 export function inRange(value, key, where = MANIFEST, shown = null) {
   const [low, high] = LIMITS[key];
@@ -176,7 +184,7 @@ function fromDict(m) {
     rule, state, context,
     openSet: has(m, "open_set") ? openSet(need(m, "open_set", "dict", "")) : null,
   };
-  const missing = [...Object.values(graphs).map((gr) => gr.file), initFile].filter((f) => !has(files, f));
+  const missing = [...Object.values(graphs).map((gr) => gr.file), initFile].filter((f) => !files.has(f));
   if (missing.length) fail(`${MANIFEST}: files has no sha256 for ${repr(missing[0])}`);
   return manifest;
 }
@@ -225,7 +233,7 @@ function openSet(section) {
   const loss = need(section, "known_loss", "number", "open_set");
   if (!(loss > 0 && loss < 1)) fail(`${MANIFEST}: open_set.known_loss must be between 0 and 1, got ${repr(loss, 40)}`);
   const thresholds = need(section, "thresholds", "dict", "open_set");
-  const keys = Object.keys(thresholds);
+  const keys = keysOf(thresholds);
   if (keys.length < 1 || keys.length > 16) {
     fail(`${MANIFEST}: open_set.thresholds must hold 1 to 16 entries, got ${keys.length}`);
   }
@@ -238,7 +246,7 @@ function openSet(section) {
       fail(`${MANIFEST}: open_set.thresholds.${shots} must be a similarity in [-1, 1], got ${repr(value, 40)}`);
     }
   }
-  return { ...section };
+  return section;
 }
 
 function contextSection(section) {
@@ -307,7 +315,7 @@ function tensors(graph, side, where) {
 
 function initArrays(init, expected) {
   const arrays = need(init, "arrays", "dict", "init");
-  const names = Object.keys(arrays);
+  const names = keysOf(arrays);
   if (names.length > MAX_FILES) fail(`${MANIFEST}: init.arrays lists ${names.length} arrays; a bundle has at most ${MAX_FILES}`);
   for (const name of names) {
     const shape = arrays[name];
@@ -343,7 +351,7 @@ function calibrationSection(section) {
 
 function fileSection(m) {
   const files = need(m, "files", "dict", "");
-  const names = Object.keys(files);
+  const names = keysOf(files);
   if (names.length > MAX_FILES) fail(`${MANIFEST}: files lists ${names.length} files; a bundle has at most ${MAX_FILES}`);
   for (const name of names) {
     checkMemberName(name, `${MANIFEST}: files`);
@@ -353,5 +361,5 @@ function fileSection(m) {
       fail(`${MANIFEST}: files.${name} must be a lower-case sha256 hex digest, got ${repr(digest, 70)}`);
     }
   }
-  return Object.fromEntries(names.map((n) => [n, files[n]]));
+  return new Map(names.map((n) => [n, files[n]])); // in the file's order: the first bad digest is named
 }
