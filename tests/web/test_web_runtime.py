@@ -188,6 +188,7 @@ def page_runs(conv4_bundle, tmp_path_factory):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     (files / "tampered.mtlb").write_bytes(bytes(data))
+    signed, public = _signed_copy(path, files)
     classes = {n: [url(p, files) for p in ps] for n, ps in support.items()}
     queries = [url(q, files) for q in query]
     jobs = [*({"kind": "parity", "bundle": url(path, files), "queries": queries, "threads": t, "classes": classes}
@@ -196,9 +197,39 @@ def page_runs(conv4_bundle, tmp_path_factory):
             {"kind": "ui", "bundle": str(path), "queries": [str(q) for q in query],
              "classes": {n: [str(p) for p in ps] for n, ps in support.items()}},
             {"kind": "offline", "bundle": url(path, files), "queries": queries[:4], "classes": classes}]
+    if public is not None:  # the cryptography package signs the bundle
+        jobs += [{"kind": "load", "bundle": url(signed, files), "key": url(public, files)},
+                 {"kind": "load", "bundle": url(path, files), "key": url(public, files)}]
     results = browser_jobs(jobs, files, tmp_path_factory.mktemp("browser"))
-    return dict(zip(("parity1", "parity2", "tampered", "ui", "offline"), results, strict=True)), \
+    names = ("parity1", "parity2", "tampered", "ui", "offline", "signed", "unsigned")
+    return dict(zip(names, results, strict=False)), \
         _python(path, support, query)
+
+
+def _signed_copy(path, files):
+    """The bundle signed with a fresh key (or None, None without the cryptography package)."""
+    try:
+        from tests.device_runtime.test_signing import _keypair
+    except pytest.skip.Exception:
+        return path, None
+    from mtl.device_runtime.signing import SIGNATURE, sign_manifest
+
+    private, public = _keypair(files)
+    bundle = Bundle.load(path)
+    zipped = {name: data for name, data in bundle.files.items()}
+    manifest = bundle._manifest_bytes
+    signed = files / "signed.mtlb"
+    signed.write_bytes(zip_bytes({"manifest.json": manifest, **zipped, SIGNATURE: sign_manifest(manifest, private)}))
+    return signed, public
+
+
+def test_a_page_with_a_pinned_key_takes_only_bundles_signed_with_it(page_runs, conv4_bundle):
+    pytest.importorskip("cryptography")
+    runs = page_runs[0]
+    assert "signed" in runs
+    assert runs["signed"] == {"ok": True}, runs["signed"]
+    assert runs["unsigned"]["error"].startswith("BundleError: ") and "not signed (no manifest.sig)" in \
+        runs["unsigned"]["error"], runs["unsigned"]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -310,3 +341,44 @@ def test_hostile_manifests_are_refused_by_the_web_runtime_exactly_when_python_re
             # assigned (printable) depends on the Unicode version of each runtime (Python 3.11 knows 14.0)
             cut = min((i for i in (python.find("\\u"), python.find("\\U")) if i >= 0), default=len(python))
             assert web[:cut] == python[:cut] and len(web) >= cut, f"{path.name}:\n python: {python}\n web:    {web}"
+
+
+def test_signed_bundles_are_checked_by_the_web_runtime_as_by_python(tmp_path):
+    """With a key (PEM Ed25519), both runtimes accept the bundle it signed and refuse, with the same message, an
+    unsigned one, one signed by another key, a consistently edited manifest and a flipped signature byte."""
+    pytest.importorskip("cryptography")
+    from mtl.device_runtime.errors import MtlError
+    from mtl.device_runtime.signing import SIGNATURE, sign_manifest
+    from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest
+    from tests.device_runtime.test_signing import _keypair
+
+    private, public = _keypair(tmp_path)
+    other_private, _ = _keypair(tmp_path, "other")
+    cases = {}
+    for fault in ("signed", "unsigned", "other-key", "manifest-edited", "signature-flipped"):
+        directory = write_bundle(tmp_path / fault)
+        signer = other_private if fault == "other-key" else private
+        (directory / SIGNATURE).write_bytes(sign_manifest((directory / "manifest.json").read_bytes(), signer))
+        if fault == "unsigned":
+            (directory / SIGNATURE).unlink()
+        elif fault == "manifest-edited":  # files and digests still agree: only the signer did not write this
+            manifest = read_manifest(directory)
+            manifest["adapt"]["steps"] = 7
+            write_manifest(directory, manifest)
+        elif fault == "signature-flipped":
+            signature = bytearray((directory / SIGNATURE).read_bytes())
+            signature[10] ^= 0x01
+            (directory / SIGNATURE).write_bytes(bytes(signature))
+        cases[fault] = mtlb(directory, tmp_path / f"{fault}.mtlb")
+    not_a_key = tmp_path / "not-a-key.pub"
+    not_a_key.write_text("hello")
+    jobs = [{"kind": "load", "bundle": str(path), "key": str(public)} for path in cases.values()]
+    results = node_jobs(jobs + [{"kind": "load", "bundle": str(cases["signed"]), "key": str(not_a_key)}], tmp_path)
+    for (fault, path), js in zip(cases.items(), results[:-1], strict=True):
+        if fault == "signed":
+            assert Bundle.load(path, key=public).signature is not None and js == {"ok": True}, js
+            continue
+        with pytest.raises(MtlError) as python:
+            Bundle.load(path, key=public)
+        assert js.get("error") == f"BundleError: {python.value}", (fault, js, str(python.value))
+    assert results[-1]["error"].startswith(f"ConfigError: {not_a_key} is not an unencrypted PEM public key")

@@ -8,6 +8,7 @@ import { MANIFEST, parseManifest, SIGNATURE, STANDARD_DOMAINS } from "./manifest
 import { readNpz } from "./npy.js";
 import { ProtoError, readGraphInfo } from "./onnx_proto.js";
 import { sha256Hex } from "./sha256.js";
+import { publicKey, verifyManifest } from "./signing.js";
 
 export const EMBED_BATCH = 8; // images per embed run, as the Python runtime (device_runtime/bundle.py)
 
@@ -28,12 +29,15 @@ export class Bundle {
     this.sessions = {};
   }
 
-  // `.mtlb` bytes (Uint8Array) → a verified Bundle; any fault raises BundleError naming it.
-  static async load(bytes, { ort, label = "<bundle bytes>", threads = 1, backend = "wasm" } = {}) {
+  // `.mtlb` bytes (Uint8Array) → a verified Bundle; any fault raises BundleError naming it. With `key`
+  // ({ pem, name }: an Ed25519 public key in PEM) the bundle must also carry its valid signature.
+  static async load(bytes, { ort, label = "<bundle bytes>", threads = 1, backend = "wasm", key = null } = {}) {
     if (!ort) throw new ConfigError("Bundle.load needs the onnxruntime module (ort)");
+    const verifier = key ? await publicKey(key.pem, key.name) : null;
     const source = new ZipSource(bytes, label);
     const manifestBytes = source.read(MANIFEST);
     const signature = source.readOptional(SIGNATURE);
+    if (verifier) await verifyManifest(manifestBytes, signature, verifier, key.name, label); // before parsing
     const listed = parseManifest(manifestBytes).files;
     source.checkListed(new Set(listed.keys()));
     const files = Object.create(null); // a member may be named "__proto__"

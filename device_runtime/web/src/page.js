@@ -15,6 +15,22 @@ ort.env.wasm.numThreads = threads;
 const $ = (id) => document.getElementById(id);
 let bundle = null;
 let adapter = null;
+let key = null; // a pinned signing key: bundle.pub beside the page (or ?key=PATH on this origin) → only signed bundles
+
+async function pinnedKey() {
+  const path = params.get("key") || "bundle.pub";
+  const url = new URL(path, location.href);
+  if (url.origin !== location.origin) throw new Error(`the key ${path} must come from this page's own server`);
+  let response;
+  try {
+    response = await fetch(url);
+  } catch {
+    return (await store.load("key")) ?? null; // offline: the key pinned when the page was last online
+  }
+  const pinned = response.ok ? { pem: await response.text(), name: path } : null;
+  await (pinned ? store.save("key", pinned) : store.remove("key"));
+  return pinned;
+}
 
 function status(text, fraction = null) {
   $("status").textContent = text;
@@ -25,12 +41,13 @@ function status(text, fraction = null) {
 
 async function openBundle(bytes, label) {
   status(`verifying ${label}…`, 0);
-  const loaded = await Bundle.load(bytes, { ort, label, threads: 1 });
+  const loaded = await Bundle.load(bytes, { ort, label, threads: 1, key });
   bundle = loaded;
   adapter = new Adapter(bundle);
   const m = bundle.manifest;
   $("bundle-info").textContent = `${label}: ${m.producer.algorithm ?? "?"}, ${m.input.size}×${m.input.size}×${m.input.channels}, ` +
-    `${m.featureDim}-d features, ${m.headType} head, ${m.steps} steps of lr ${m.lr}`;
+    `${m.featureDim}-d features, ${m.headType} head, ${m.steps} steps of lr ${m.lr}` +
+    (key ? `; signature verified with ${key.name}` : "");
   status("bundle verified: name your classes and give each a few images");
   return bundle;
 }
@@ -221,6 +238,7 @@ async function start() {
   render();
   if ("serviceWorker" in navigator && !params.has("nosw")) navigator.serviceWorker.register("sw.js").catch(() => {});
   try {
+    key = await pinnedKey();
     if (!(await restore()) && !params.has("nobundle")) {
       const response = await fetch("bundle.mtlb");
       if (response.ok) await setBundle(new Uint8Array(await response.arrayBuffer()), "bundle.mtlb");

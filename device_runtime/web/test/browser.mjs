@@ -2,7 +2,7 @@
 // /files/) on localhost with the headers that allow wasm threads (cross-origin isolation), opens the page in a real
 // headless Chromium (playwright-core, the system's /usr/bin/chromium or $CHROMIUM) and runs the jobs of a job file
 // through `window.mtl`, printing one JSON result per job. Jobs:
-//   {"kind": "load", "bundle": URL}                                → {"ok": true} or {"error": …}
+//   {"kind": "load", "bundle": URL, "key"?: URL}                   → {"ok": true} or {"error": …} (with a pinned key)
 //   {"kind": "parity", "bundle": URL, "classes": {name: [URL…]}, "queries": [URL…], "threads"?: T}
 //        → the adapted head, labels and probabilities, then the same queries after a reload (IndexedDB) as "restored"
 //   {"kind": "time", "bundle": URL, "classes": {…}, "threads": T, "repeats": R} → median seconds of an adaptation
@@ -66,7 +66,8 @@ async function open(browser, base, query) {
 async function run(browser, base, job) {
   const threads = job.threads || 1;
   if (job.kind === "offline") return offline(browser, base, job);
-  const { context, page, bytes } = await open(browser, base, `nosw&nobundle&threads=${threads}`);
+  const pinned = job.key ? `&key=${encodeURIComponent(job.key)}` : "";
+  const { context, page, bytes } = await open(browser, base, `nosw&nobundle&threads=${threads}${pinned}`);
   try {
     if (job.kind === "ui") return { ...(await clickThrough(page, job)), bytes };
     const loaded = await page.evaluate((url) => window.mtl.load(url), job.bundle);

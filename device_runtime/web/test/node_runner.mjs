@@ -1,6 +1,6 @@
 // The Node layer of the web runtime's tests (onnxruntime-node, the same src/ the page runs): reads one job file
 // written by tests/web (Python), runs every job and prints one JSON result per job. Jobs:
-//   {"kind": "load", "bundle": PATH}                       → {"ok": true} or {"error": "BundleError: …"}
+//   {"kind": "load", "bundle": PATH, "key"?: PEM_PATH}     → {"ok": true} or {"error": "BundleError: …"}
 //   {"kind": "adapt", "bundle": PATH, "classes": {name: [RGBA_JOB…]}, "queries": [RGBA_JOB…], "steps"?, "lr"?}
 //       RGBA_JOB = {"file": PATH of raw RGBA bytes, "width": W, "height": H}
 //                                                          → head, losses, labels, probabilities
@@ -26,7 +26,8 @@ async function run(job) {
       archive: Object.fromEntries(limits.map((n) => [n, archive[n]])), io: job.io.map((args) => schema.graphIO(...args)) };
   }
   if (job.kind === "preprocess") return { images: job.images.map((image) => Array.from(toUint8(pixels(image), job.spec))) };
-  const bundle = await Bundle.load(new Uint8Array(readFileSync(job.bundle)), { ort, label: job.bundle, backend: "cpu" });
+  const key = job.key ? { pem: readFileSync(job.key, "utf8"), name: job.key } : null;
+  const bundle = await Bundle.load(new Uint8Array(readFileSync(job.bundle)), { ort, label: job.bundle, backend: "cpu", key });
   if (job.kind === "load") return { ok: true };
   const adapter = new Adapter(bundle);
   for (const [name, images] of Object.entries(job.classes)) await adapter.addExamples(name, images.map(pixels));
