@@ -382,3 +382,35 @@ def test_signed_bundles_are_checked_by_the_web_runtime_as_by_python(tmp_path):
             Bundle.load(path, key=public)
         assert js.get("error") == f"BundleError: {python.value}", (fault, js, str(python.value))
     assert results[-1]["error"].startswith(f"ConfigError: {not_a_key} is not an unencrypted PEM public key")
+
+
+@pytest.mark.parametrize("reject", ["auto", "calibrated", 0.9])
+def test_node_says_unknown_where_the_python_runtime_does(reject, tmp_path):
+    """`reject`: leave-one-class-out `auto`, `auto` with the bundle's calibrated thresholds (interpolated in log K at
+    3 shots), or an explicit similarity: the same scores, threshold and "unknown" labels."""
+    from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest
+
+    directory = write_bundle(tmp_path / "bundle", head_init="proto")
+    if reject == "calibrated":
+        manifest = read_manifest(directory)
+        manifest["open_set"] = {"known_loss": 0.05, "thresholds": {"1": 0.55, "5": 0.8}, "ways": 5, "episodes": 9}
+        write_manifest(directory, manifest)
+        reject = "auto"
+    path = mtlb(directory, tmp_path / "bundle.mtlb")
+    files, support, query = _synthetic_support(tmp_path, classes=3)
+    _, unknown_support, _ = _synthetic_support(tmp_path / "others", classes=5)
+    query = query + [paths[0] for name, paths in unknown_support.items() if name in ("class 3", "class 4")]
+    adapter = Adapter(Bundle.load(path))
+    for name, paths in support.items():
+        adapter.add_examples(name, paths)
+    adapter.adapt()
+    labels, probs, scores, limit = adapter.predict_scored(query, reject)
+    (js,) = node_jobs([{"kind": "adapt", "bundle": str(path), "queries": [rgba_job(p) for p in query],
+                        "classes": {n: [rgba_job(p) for p in ps] for n, ps in support.items()}, "reject": reject}],
+                      tmp_path)
+    assert js["labels"] == labels
+    if reject == 0.9:  # the tiny bundle's random features: this threshold rejects some queries, not all
+        assert "unknown" in labels and set(labels) != {"unknown"}, labels
+    assert_float_close(js["scores"], scores, err_msg="scores")
+    assert_float_close(js["threshold"], limit, err_msg="threshold")
+    np.testing.assert_allclose(np.asarray(js["probabilities"]), probs, rtol=0, atol=1e-4)

@@ -6,6 +6,7 @@
 import { BundleError, ConfigError, DataError } from "./errors.js";
 import { tensor } from "./bundle.js";
 import { isPrintable, LIMITS } from "./manifest.js";
+import * as openSet from "./open_set.js";
 import { preprocess } from "./preprocess.js";
 
 export const MAX_STEPS = LIMITS["adapt.steps"][1];
@@ -256,8 +257,9 @@ export class Adapter {
     return (this.result.support - this.result.variants) / this.result.classes.length;
   }
 
-  // Images → { labels, probabilities (B × N, over result.classes) }.
-  async predict(images) {
+  // Images → { labels, probabilities (B × N, over result.classes), scores, threshold }. With `reject` ("auto" or a
+  // similarity threshold) an image of none of the classes is labelled "unknown" (open_set.js).
+  async predict(images, { reject = null } = {}) {
     const [weight, bias] = this.adaptedHead();
     const batch = this.asBatch(images);
     if (this.bundle.batchStatistics && batch.shape[0] < 2) {
@@ -270,6 +272,12 @@ export class Adapter {
     const probs = softmaxAt(logp, temperatureAt(this.bundle.manifest.calibration, weight.shape[0], this.shots));
     checkFinite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)");
     const n = weight.shape[0];
+    const [support, supportLabels] = await this.supportSet();
+    const scores = openSet.scores(features, openSet.prototypes(support, supportLabels, n));
+    const limit = openSet.threshold(reject, support, supportLabels, n, this.bundle.manifest.openSet?.thresholds);
+    if (limit !== null && this.result.classes.includes(openSet.UNKNOWN)) {
+      throw new ConfigError(`a class is named '${openSet.UNKNOWN}', the label of a rejected image: rename it to predict with reject`);
+    }
     const rows = [];
     const labels = [];
     for (let i = 0; i < batch.shape[0]; i++) {
@@ -277,9 +285,9 @@ export class Adapter {
       rows.push(row);
       let best = 0;
       for (let j = 1; j < n; j++) if (row[j] > row[best]) best = j;
-      labels.push(this.result.classes[best]);
+      labels.push(limit === null || scores[i] >= limit ? this.result.classes[best] : openSet.UNKNOWN);
     }
-    return { labels, probabilities: rows, classes: [...this.result.classes] };
+    return { labels, probabilities: rows, classes: [...this.result.classes], scores, threshold: limit };
   }
 
   // The adapted state as structured-cloneable data (IndexedDB keeps it; `fromState` restores it).

@@ -93,10 +93,10 @@ async function adaptOn(classes, options = {}) {
   return result;
 }
 
-async function classify(blobs) {
+async function classify(blobs, reject = null) {
   const pixels = [];
   for (const blob of blobs) pixels.push(await decodeImage(blob));
-  return adapter.predict(pixels);
+  return adapter.predict(pixels, { reject });
 }
 
 // ---- the page
@@ -144,7 +144,7 @@ function bindPage() {
   });
   $("query-file").onchange = (e) => guard(async () => {
     const files = [...e.target.files];
-    const { labels, probabilities, classes } = await classify(files);
+    const { labels, probabilities, classes } = await classify(files, $("reject").checked ? "auto" : null);
     const list = $("results");
     list.replaceChildren();
     files.forEach((file, i) => {
@@ -201,8 +201,8 @@ window.mtl = {
     const result = await adaptOn(await blobsOf(classes), options);
     return result;
   },
-  async predict(urls) {
-    return plain(await classify(await Promise.all(urls.map(fetchBlob))));
+  async predict(urls, reject = null) {
+    return plain(await classify(await Promise.all(urls.map(fetchBlob)), reject));
   },
   // images given as their file bytes (a test that is offline cannot fetch them)
   async predictBytes(images) {

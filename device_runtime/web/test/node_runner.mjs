@@ -2,7 +2,7 @@
 // written by tests/web (Python), runs every job and prints one JSON result per job. Jobs:
 //   {"kind": "load", "bundle": PATH, "key"?: PEM_PATH}     → {"ok": true} or {"error": "BundleError: …"}
 //   {"kind": "adapt", "bundle": PATH, "classes": {name: [RGBA_JOB…]}, "queries": [RGBA_JOB…], "steps"?, "lr"?}
-//       RGBA_JOB = {"file": PATH of raw RGBA bytes, "width": W, "height": H}
+//       "reject"?: "auto" | P;  RGBA_JOB = {"file": PATH of raw RGBA bytes, "width": W, "height": H}
 //                                                          → head, losses, labels, probabilities
 //   {"kind": "preprocess", "spec": INPUT_SPEC, "images": [RGBA_JOB…]} → the uint8 (C, H, W) inputs as lists
 //   {"kind": "schema", "io": [[channels, size, dim, state, context|null]…]} → the runtime's copy of the bundle
@@ -32,7 +32,7 @@ async function run(job) {
   const adapter = new Adapter(bundle);
   for (const [name, images] of Object.entries(job.classes)) await adapter.addExamples(name, images.map(pixels));
   const result = await adapter.adapt({ steps: job.steps, lr: job.lr });
-  const predicted = await adapter.predict(job.queries.map(pixels));
+  const predicted = await adapter.predict(job.queries.map(pixels), { reject: job.reject ?? null });
   const [weight, bias] = adapter.head;
   return { result, weight: Array.from(weight.data), bias: Array.from(bias.data), ...predicted };
 }

@@ -1,0 +1,84 @@
+// Open-set recognition: is an image one of the adapted classes at all? The Python runtime's rule
+// (device_runtime/open_set.py): the score of an image is its cosine similarity to the nearest class prototype (the
+// unit mean of a class's unit support features); `auto` is the bundle's calibrated threshold at this support set's
+// shots (linear in log K between the calibrated K, clamped), or without one the highest similarity of a support
+// image to ANOTHER class's prototype (leave-one-class-out). Computed in float64, as numpy does.
+import { ConfigError } from "./errors.js";
+
+export const UNKNOWN = "unknown";
+
+function unitRows(array) {
+  const [m, d] = array.shape;
+  const out = new Float64Array(m * d);
+  for (let i = 0; i < m; i++) {
+    let norm = 0;
+    for (let j = 0; j < d; j++) norm += array.data[i * d + j] ** 2;
+    norm = Math.max(Math.sqrt(norm), 1e-12);
+    for (let j = 0; j < d; j++) out[i * d + j] = array.data[i * d + j] / norm;
+  }
+  return { data: out, shape: [m, d] };
+}
+
+export function prototypes(features, labels, n) {
+  const unit = unitRows(features);
+  const d = features.shape[1];
+  const sums = new Float64Array(n * d);
+  const counts = new Float64Array(n);
+  labels.forEach((c, i) => {
+    counts[c] += 1;
+    for (let j = 0; j < d; j++) sums[c * d + j] += unit.data[i * d + j];
+  });
+  for (let c = 0; c < n; c++) for (let j = 0; j < d; j++) sums[c * d + j] /= counts[c];
+  return unitRows({ data: sums, shape: [n, d] });
+}
+
+function similarities(features, protos) {
+  const unit = unitRows(features);
+  const [m, d] = unit.shape;
+  const n = protos.shape[0];
+  const out = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let c = 0; c < n; c++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += unit.data[i * d + j] * protos.data[c * d + j];
+      out[i * n + c] = s;
+    }
+  }
+  return out;
+}
+
+// Each image's similarity to its nearest prototype.
+export function scores(features, protos) {
+  const n = protos.shape[0];
+  const sims = similarities(features, protos);
+  return Array.from({ length: features.shape[0] }, (_, i) => Math.max(...sims.subarray(i * n, (i + 1) * n)));
+}
+
+export function threshold(reject, features, labels, n, calibrated) {
+  if (reject === null || reject === undefined || reject === "off") return null;
+  if (reject === "auto") {
+    if (calibrated && Object.keys(calibrated).length) {
+      const points = Object.entries(calibrated).map(([k, v]) => [Math.log(Number(k)), Number(v)]).sort((a, b) => a[0] - b[0]);
+      const x = Math.log(Math.max(labels.length / Math.max(n, 1), 1e-9));
+      if (x <= points[0][0]) return points[0][1];
+      for (let i = 1; i < points.length; i++) {
+        if (x <= points[i][0]) {
+          const [x0, y0] = points[i - 1];
+          const [x1, y1] = points[i];
+          return y0 + ((x - x0) * (y1 - y0)) / (x1 - x0);
+        }
+      }
+      return points[points.length - 1][1];
+    }
+    const sims = similarities(features, prototypes(features, labels, n));
+    let best = -Infinity;
+    labels.forEach((own, i) => {
+      for (let c = 0; c < n; c++) if (c !== own) best = Math.max(best, sims[i * n + c]);
+    });
+    return best;
+  }
+  if (typeof reject !== "number" || !(reject >= -1 && reject <= 1)) {
+    throw new ConfigError(`reject must be 'off', 'auto' or a similarity from -1 to 1, got ${reject}`);
+  }
+  return reject;
+}
