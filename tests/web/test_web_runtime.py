@@ -197,13 +197,38 @@ def page_runs(conv4_bundle, tmp_path_factory):
             {"kind": "ui", "bundle": str(path), "queries": [str(q) for q in query],
              "classes": {n: [str(p) for p in ps] for n, ps in support.items()}},
             {"kind": "offline", "bundle": url(path, files), "queries": queries[:4], "classes": classes}]
+    jobs.append({"kind": "decode", "images": [url(p, files) for p in _bad_images(files)]})
     if public is not None:  # the cryptography package signs the bundle
         jobs += [{"kind": "load", "bundle": url(signed, files), "key": url(public, files)},
                  {"kind": "load", "bundle": url(path, files), "key": url(public, files)}]
     results = browser_jobs(jobs, files, tmp_path_factory.mktemp("browser"))
-    names = ("parity1", "parity2", "tampered", "ui", "offline", "signed", "unsigned")
+    names = ("parity1", "parity2", "tampered", "ui", "offline", "decode", "signed", "unsigned")
     return dict(zip(names, results, strict=False)), \
         _python(path, support, query)
+
+
+def _bad_images(files):
+    """A decompression bomb (a 9000 × 9000 PNG of a few kB), a file that is no image, and a good image."""
+    bomb = files / "bomb.png"
+    Image.new("1", (9000, 9000)).save(bomb)
+    garbage = files / "garbage.png"
+    garbage.write_bytes(b"\x89PNG not really an image")
+    good = files / "good.png"
+    Image.new("L", (40, 30), 128).save(good)
+    return [bomb, garbage, good]
+
+
+def test_the_page_refuses_a_decompression_bomb_from_its_header_and_a_file_that_is_no_image(page_runs, conv4_bundle):
+    from mtl.device_runtime.errors import DataError
+    from mtl.device_runtime.preprocess import load_image
+
+    files = conv4_bundle[3]
+    bomb, garbage, good = page_runs[0]["decode"]["images"]
+    with pytest.raises(DataError) as python:
+        load_image(files / "bomb.png", Bundle.load(conv4_bundle[0]).input_spec)
+    assert bomb["error"] == f"DataError: {str(python.value).replace(str(files / 'bomb.png'), 'bomb.png')}", bomb
+    assert garbage["error"].startswith("DataError: cannot read image garbage.png: "), garbage
+    assert good == {"width": 40, "height": 30}
 
 
 def _signed_copy(path, files):

@@ -72,21 +72,24 @@ async function restore() {
   return true;
 }
 
+// Adapt a new learner on these classes; the page's current classes (and the saved state) stay as they are until it
+// has succeeded, so a failed adaptation loses nothing.
 async function adaptOn(classes, options = {}) {
-  adapter = new Adapter(bundle);
+  const learner = new Adapter(bundle);
   const names = Object.keys(classes);
   let done = 0;
   const total = names.reduce((a, n) => a + classes[n].length, 0);
   for (const name of names) {
     const pixels = [];
     for (const blob of classes[name]) pixels.push(await decodeImage(blob));
-    await adapter.addExamples(name, pixels);
+    await learner.addExamples(name, pixels);
     done += pixels.length;
     status(`embedding support images ${done}/${total}`, done / total / 2);
   }
-  const result = await adapter.adapt({ ...options, onProgress: ({ stage, step, of, loss }) =>
+  const result = await learner.adapt({ ...options, onProgress: ({ stage, step, of, loss }) =>
     status(`${stage} step ${step}/${of}, loss ${loss.toFixed(4)}`, 0.5 + (of ? step / of : 1) / 2) });
-  await store.save("state", adapter.toState());
+  await store.save("state", learner.toState());
+  adapter = learner;
   status(`adapted to ${names.length} classes: support loss ${result.losses[0]?.toFixed(4) ?? result.finalLoss.toFixed(4)} → ` +
     `${result.finalLoss.toFixed(4)} in ${result.steps} steps`);
   render();
@@ -209,6 +212,15 @@ window.mtl = {
     return plain(await classify(images.map((bytes) => new Blob([Uint8Array.from(bytes)]))));
   },
   restore,
+  // an image file → its decoded size, or the error a support or query image would give
+  async decode(url) {
+    try {
+      const pixels = await decodeImage(await fetchBlob(url), url.split("/").pop());
+      return { width: pixels.width, height: pixels.height };
+    } catch (error) {
+      return { error: `${error.name}: ${error.message}` };
+    }
+  },
   // Median seconds of `repeats` adaptations after a warm-up (first runs allocate onnxruntime's arenas): decode,
   // preprocess and embed the support set, initialise and adapt the head — what the Python side of
   // benchmarks/web_adapt.py times.
