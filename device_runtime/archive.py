@@ -71,7 +71,8 @@ class ZipSource:
         try:
             _check_directory_size(handle, label)
             self.zip = zipfile.ZipFile(handle)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error,
+                NotImplementedError) as exc:  # NotImplementedError: a member needing a zip version zipfile lacks
             handle.close()
             raise BundleError(f"{label}: not a valid .mtlb zip: {exc}") from None
         except BundleError:

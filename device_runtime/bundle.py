@@ -312,6 +312,9 @@ def _load_init(manifest: Manifest, files: dict[str, bytes]) -> dict[str, np.ndar
         raise BundleError(f"{file}: not a readable .npz archive: {exc}") from None
     if set(arrays) != set(declared):
         raise BundleError(f"{file}: arrays {sorted(arrays)} do not match manifest.json init.arrays {sorted(declared)}")
+    raw = sorted(key for key, array in arrays.items() if not isinstance(array, np.ndarray))
+    if raw:  # np.load gives the bytes of a member that is not a .npy file
+        raise BundleError(f"{file}: not a readable .npz archive: member {raw[0]!r} is not a .npy array")
     for key, array in arrays.items():
         if list(array.shape) != declared[key]:
             raise BundleError(f"{file}: {key} has shape {list(array.shape)}, manifest.json says {declared[key]}")

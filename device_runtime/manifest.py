@@ -258,7 +258,7 @@ def _open_set(section: dict) -> dict[str, Any]:
     if not 1 <= len(thresholds) <= 16:
         raise BundleError(f"{MANIFEST}: open_set.thresholds must hold 1 to 16 entries, got {len(thresholds)}")
     for shots, value in thresholds.items():
-        if not shots.isdigit() or not 1 <= int(shots) <= 1 << 20:
+        if not (shots.isascii() and shots.isdigit()) or not 1 <= int(shots) <= 1 << 20:  # '²' is a digit to isdigit
             raise BundleError(f"{MANIFEST}: open_set.thresholds keys must be shot counts (\"1\", \"5\"), got "
                               f"{shots!r:.20}")
         if not _is(value, "number") or not -1.0 <= value <= 1.0:

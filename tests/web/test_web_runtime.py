@@ -15,7 +15,7 @@ from mtl.device_runtime.errors import BundleError
 from mtl.device_runtime.preprocess import RESIZE_METHODS, InputSpec, to_uint8
 from tests.tolerance import assert_float_close
 from tests.web.harness import browser_jobs, node_jobs, rgba_job, url
-from tests.web.refusals import refusal_corpus
+from tests.web.refusals import agreement_cases, refusal_corpus
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -41,6 +41,20 @@ def test_every_bundle_of_the_refusal_corpus_is_refused_by_both_runtimes_naming_t
         assert result["error"].startswith("BundleError: ") and case.culprit in result["error"], \
             f"{case.name}: the web runtime said {result['error']!r}, not {case.culprit!r}"
         assert "\n" not in result["error"]
+
+
+def test_where_the_runtimes_once_disagreed_they_now_give_the_same_answer(tmp_path):
+    from mtl.device_runtime.errors import MtlError
+
+    paths = agreement_cases(tmp_path / "cases")
+    results = node_jobs([{"kind": "load", "bundle": str(path)} for path in paths], tmp_path)
+    for path, js in zip(paths, results, strict=True):
+        try:
+            Bundle.load(path)
+            python = None
+        except MtlError as exc:
+            python = f"BundleError: {exc}"
+        assert js == ({"ok": True} if python is None else {"error": python}), (path.name, python, js)
 
 
 # ------------------------------------------------------------------ preprocessing: Pillow's, to the pixel

@@ -2,7 +2,7 @@
 // (device_runtime/archive.py): the end record bounds the central directory before it is parsed; every member's
 // name stays inside the bundle, no symbolic links, no duplicate or encrypted members, and no member (or total)
 // that expands far beyond what a bundle holds — all from the central directory, before anything is decompressed.
-import { inflateSync } from "fflate";
+import { Inflate } from "fflate";
 import { BundleError, repr } from "./errors.js";
 import { checkMemberName, MANIFEST, SIGNATURE } from "./manifest.js";
 
@@ -37,13 +37,39 @@ export function crc32(bytes) {
 function decodeName(raw, utf8) {
   if (utf8) {
     try {
-      return new TextDecoder("utf-8", { fatal: true }).decode(raw);
+      return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(raw);
     } catch {
       return null;
     }
   }
   let out = "";
   for (const byte of raw) out += byte < 0x80 ? String.fromCharCode(byte) : CP437[byte - 0x80];
+  return out;
+}
+
+// Inflate `data`, stopping as soon as the output passes `limit` bytes (the member's declared size): memory grows with
+// what the data really holds, never with what a directory entry claims.
+function inflateBounded(data, limit, cannot) {
+  const chunks = [];
+  let total = 0;
+  const inflater = new Inflate((chunk) => {
+    total += chunk.length;
+    if (total > limit) throw cannot("the member inflates beyond its directory entry's size");
+    chunks.push(chunk);
+  });
+  try {
+    for (let at = 0; at < data.length; at += 1 << 16) inflater.push(data.subarray(at, at + (1 << 16)), at + (1 << 16) >= data.length);
+    if (data.length === 0) inflater.push(new Uint8Array(0), true);
+  } catch (error) {
+    if (error instanceof BundleError) throw error;
+    throw cannot(`Error -3 while decompressing data: ${error.message}`);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
   return out;
 }
 
@@ -93,9 +119,12 @@ export class ZipSource {
     const shift = start - end.offset;
     const entries = [];
     let pos = start;
-    for (let i = 0; i < end.entries; i++) {
+    // as Python's zipfile: entries are read until the directory's size is used up (the count is not trusted)
+    while (pos < end.at) {
       if (pos + 46 > end.at || view.getUint32(pos, true) !== 0x02014b50) throw this.invalid("Bad magic number for central directory");
       const flags = view.getUint16(pos + 8, true);
+      const needed = view.getUint16(pos + 6, true) & 0xff;
+      if (needed > 63) throw this.invalid(`zip file version ${(needed / 10).toFixed(1)}`);
       const nameLength = view.getUint16(pos + 28, true);
       const extraLength = view.getUint16(pos + 30, true);
       const commentLength = view.getUint16(pos + 32, true);
@@ -115,6 +144,7 @@ export class ZipSource {
   }
 
   checkMembers(entries) {
+    this.names = entries.map((e) => e.name); // every entry, directories too (an .npz lists them as arrays)
     const members = new Map();
     let total = 0;
     for (const info of entries) {
@@ -153,17 +183,14 @@ export class ZipSource {
     const local = decodeName(bytes.subarray(at + 30, at + 30 + nameLength), view.getUint16(at + 6, true) & 0x800);
     if (local !== name) throw cannot(`File name in directory ${repr(name)} and header ${repr(local)} differ.`);
     const start = at + 30 + nameLength + extraLength;
+    if (info.flags & 0x20) throw cannot("compressed patched data (flag bit 5)");
+    if (info.flags & 0x40) throw cannot("strong encryption (flag bit 6)");
     const data = bytes.subarray(start, start + info.compressSize);
     if (data.length !== info.compressSize) throw cannot("truncated member");
     let out;
     if (info.method === 0) out = data.slice();
-    else if (info.method === 8) {
-      try {
-        out = inflateSync(data, { out: new Uint8Array(info.fileSize) });
-      } catch (error) {
-        throw cannot(`Error -3 while decompressing data: ${error.message}`);
-      }
-    } else throw cannot(`compression type ${info.method} is not supported`);
+    else if (info.method === 8) out = inflateBounded(data, info.fileSize, cannot);
+    else throw cannot(`compression type ${info.method} is not supported (mtl writes deflate)`);
     if (out.length !== info.fileSize) throw cannot("the member's size differs from its directory entry");
     if (crc32(out) !== info.crc) throw cannot(`Bad CRC-32 for file ${repr(name)}`);
     return out;

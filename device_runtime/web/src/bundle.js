@@ -97,9 +97,14 @@ export class Bundle {
   checkOutput(graph, array, shape) {
     const same = array.shape.length === shape.length && array.shape.every((d, i) => d === shape[i]);
     if (!same) {
-      throw new BundleError(`${this.manifest.graphs[graph].file}: output has shape (${array.shape.join(", ")}), ` +
-        `expected (${shape.join(", ")})`);
+      throw new BundleError(`${this.manifest.graphs[graph].file}: output has shape ${tuple(array.shape)}, expected ${tuple(shape)}`);
     }
+  }
+
+  // A loss must be one number (Python: loss.reshape(-1) of shape (1,)).
+  checkLoss(graph, loss) {
+    this.checkOutput(graph, tensor(loss.data, [loss.data.length]), [1]);
+    return loss.data[0];
   }
 
   // Run a one-input graph over a batch (B, …), `batchSize` at a time (all at once with batch statistics).
@@ -141,7 +146,7 @@ export class Bundle {
       lr_context: tensor(Float32Array.of(lr), [1]) };
     const [next, loss] = await this.run("context_step", feeds, ["new_context", "loss"]);
     this.checkOutput("context_step", next, [spec.dim]);
-    return [next, loss.data[0]];
+    return [next, this.checkLoss("context_step", loss)];
   }
 
   needContext() {
@@ -178,7 +183,7 @@ export class Bundle {
     const [w, b, loss] = await this.run("adapt_step", feeds, ["new_weight", "new_bias", "loss"]);
     this.checkOutput("adapt_step", w, weight.shape);
     this.checkOutput("adapt_step", b, bias.shape);
-    return [w, b, loss.data[0]];
+    return [w, b, this.checkLoss("adapt_step", loss)];
   }
 
   initialState(n) {
@@ -191,7 +196,7 @@ export class Bundle {
     const [w, b, loss, sw, sb] = await this.run("adapt_step", feeds,
       ["new_weight", "new_bias", "loss", "new_state_weight", "new_state_bias"]);
     for (const [array, like] of [[w, weight], [b, bias], [sw, state[0]], [sb, state[1]]]) this.checkOutput("adapt_step", array, like.shape);
-    return [w, b, loss.data[0], [sw, sb]];
+    return [w, b, this.checkLoss("adapt_step", loss), [sw, sb]];
   }
 
   // predict.onnx: head and features (B, D) → log-probabilities (B, N) at temperature 1.
@@ -201,6 +206,9 @@ export class Bundle {
     return logp;
   }
 }
+
+// A shape as Python prints a tuple: (5,) (2, 3)
+const tuple = (shape) => `(${shape.join(", ")}${shape.length === 1 ? "," : ""})`;
 
 export function int64(labels) {
   return tensor(BigInt64Array.from(labels, (v) => BigInt(v)), [labels.length]);
@@ -275,6 +283,8 @@ function loadInit(manifest, files) {
   if (JSON.stringify(a) !== JSON.stringify(b)) {
     throw new BundleError(`${file}: arrays ${repr(a)} do not match manifest.json init.arrays ${repr(b)}`);
   }
+  const raw = Object.keys(arrays).filter((key) => arrays[key].raw).sort();
+  if (raw.length) throw new BundleError(`${file}: not a readable .npz archive: member ${repr(raw[0])} is not a .npy array`);
   const out = {};
   for (const [key, array] of Object.entries(arrays)) {
     if (JSON.stringify(array.shape) !== JSON.stringify(declared[key])) {

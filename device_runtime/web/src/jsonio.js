@@ -29,9 +29,12 @@ class JsonSyntax extends Error {}
 export function loads(bytes, label, makeError) {
   let text;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
     throw makeError(`${label} is not valid JSON: not UTF-8`);
+  }
+  if (text.startsWith("\ufeff")) {
+    throw makeError(`${label} is not valid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)`);
   }
   try {
     checkDepth(text);

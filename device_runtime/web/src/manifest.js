@@ -100,7 +100,7 @@ export function inRange(value, key, where = MANIFEST, shown = null) {
 
 export function checkMemberName(name, where) {
   const parts = name.split("/");
-  if (!name || name.length > MAX_NAME || name.startsWith("/") || name.includes("\\") || name.includes(":") ||
+  if (!name || [...name].length > MAX_NAME || name.startsWith("/") || name.includes("\\") || name.includes(":") ||
       !isPrintable(name) || parts.some((p) => p === "" || p === "." || p === "..")) {
     fail(`${where}: unsafe file name ${repr(name, 80)} (absolute, '..' or not a plain relative path)`);
   }

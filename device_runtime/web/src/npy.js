@@ -4,10 +4,9 @@ import { ZipSource } from "./archive.js";
 
 export class NpyError extends Error {}
 
-const DTYPES = { "<f4": [Float32Array, 4], "<f8": [Float64Array, 8], "<f2": [null, 2], "<i8": [BigInt64Array, 8],
-  "<i4": [Int32Array, 4], "|u1": [Uint8Array, 1], "|b1": [Uint8Array, 1] };
-const NUMPY_NAMES = { "<f4": "float32", "<f8": "float64", "<f2": "float16", "<i8": "int64", "<i4": "int32",
-  "|u1": "uint8", "|b1": "bool" };
+// dtype → (DataView getter, bytes, numpy's name); either byte order
+const DTYPES = { f4: ["getFloat32", 4, "float32"], f8: ["getFloat64", 8, "float64"], f2: ["half", 2, "float16"],
+  i8: ["getBigInt64", 8, "int64"], i4: ["getInt32", 4, "int32"], u1: ["getUint8", 1, "uint8"], b1: ["getUint8", 1, "bool"] };
 
 function halfToFloat(h) {
   const sign = h & 0x8000 ? -1 : 1;
@@ -35,20 +34,28 @@ export function readNpy(bytes) {
     throw new NpyError(`cannot parse the .npy header ${header.trim().slice(0, 80)}`);
   }
   if (descr[1].includes("O")) throw new NpyError("Object arrays cannot be loaded when allow_pickle=False");
+  const keys = [...header.matchAll(/'([^']*)'\s*:/g)].map((m) => m[1]).sort();
+  if (keys.join() !== "descr,fortran_order,shape") {
+    throw new NpyError(`Header does not contain the correct keys: [${keys.map((k) => `'${k}'`).join(", ")}]`);
+  }
   const shape = shapeText[1].split(",").map((s) => s.trim()).filter(Boolean).map(Number);
   if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new NpyError("bad shape in the .npy header");
-  const type = DTYPES[descr[1]];
-  if (!type) throw new NpyError(`unsupported dtype ${descr[1]}`);
+  const order = descr[1][0];
+  const type = DTYPES[descr[1].slice(1)];
+  if (!type || !"<>|=".includes(order)) throw new NpyError(`unsupported dtype ${descr[1]}`);
+  const [getter, size] = type;
+  const little = order !== ">";
   const count = shape.reduce((a, b) => a * b, 1);
   const body = bytes.subarray(start + headerLength);
-  if (body.length < count * type[1]) throw new NpyError("the array data is truncated");
-  const raw = body.slice(0, count * type[1]);
-  let values;
-  if (type[0] === null) values = Array.from(new Uint16Array(raw.buffer), halfToFloat);
-  else values = Array.from(new type[0](raw.buffer), Number);
+  if (body.length < count * size) throw new NpyError("the array data is truncated");
+  const cells = new DataView(body.buffer, body.byteOffset, count * size);
+  const values = new Array(count);
+  for (let i = 0; i < count; i++) {
+    values[i] = getter === "half" ? halfToFloat(cells.getUint16(i * 2, little)) : Number(cells[getter](i * size, little));
+  }
   let data = Float64Array.from(values);
   if (fortran[1] === "True" && shape.length > 1) data = fromFortran(data, shape);
-  return { dtype: NUMPY_NAMES[descr[1]], shape, data };
+  return { dtype: type[2], shape, data };
 }
 
 function fromFortran(data, shape) {
@@ -72,7 +79,8 @@ function fromFortran(data, shape) {
   return out;
 }
 
-// An .npz (zip of .npy) → name → array.
+// An .npz (zip of .npy) → name → array, as numpy's NpzFile names them: every entry, ".npy" dropped; an entry that
+// is not a .npy file comes back as { raw: true } (numpy gives its bytes), for the caller to refuse.
 export function readNpz(bytes, label) {
   let zip;
   try {
@@ -80,10 +88,10 @@ export function readNpz(bytes, label) {
   } catch (error) {
     throw new NpyError(error.message.replace(`${label}: `, ""));
   }
-  const out = {};
-  for (const name of zip.members.keys()) {
+  const out = Object.create(null); // an entry may be named "__proto__.npy"
+  for (const name of zip.names) {
     const key = name.endsWith(".npy") ? name.slice(0, -4) : name;
-    out[key] = readNpy(zip.read(name));
+    out[key] = name.endsWith(".npy") && zip.members.has(name) ? readNpy(zip.read(name)) : { raw: true };
   }
   return out;
 }

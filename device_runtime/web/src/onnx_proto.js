@@ -53,7 +53,7 @@ const isBytes = (value) => value instanceof Uint8Array;
 function text(value) {
   if (!isBytes(value)) throw new ProtoError("expected a string field");
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(value);
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(value);
   } catch (error) {
     throw new ProtoError(`string is not UTF-8: ${error.message}`);
   }
@@ -153,7 +153,7 @@ class Walk {
 export function readGraphInfo(data) {
   let irVersion = null;
   let producer = "";
-  const opsets = {};
+  const opsets = Object.create(null); // a domain may be named "__proto__"
   let graph = null;
   const walk = new Walk();
   for (const [number, value] of fields(data)) {
