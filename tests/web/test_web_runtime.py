@@ -229,20 +229,25 @@ def _bad_images(files):
     garbage.write_bytes(b"\x89PNG not really an image")
     good = files / "good.png"
     Image.new("L", (40, 30), 128).save(good)
-    return [bomb, garbage, good]
+    rotated = files / "rotated.jpg"  # a phone photo: stored 40 × 30, its EXIF says "turn it a quarter"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(rotated, exif=exif)
+    return [bomb, garbage, good, rotated]
 
 
-def test_the_page_refuses_a_decompression_bomb_from_its_header_and_a_file_that_is_no_image(page_runs, conv4_bundle):
+def test_the_page_refuses_a_bomb_and_a_non_image_and_keeps_a_photo_as_stored(page_runs, conv4_bundle):
     from mtl.device_runtime.errors import DataError
     from mtl.device_runtime.preprocess import load_image
 
     files = conv4_bundle[3]
-    bomb, garbage, good = page_runs[0]["decode"]["images"]
+    bomb, garbage, good, rotated = page_runs[0]["decode"]["images"]
     with pytest.raises(DataError) as python:
         load_image(files / "bomb.png", Bundle.load(conv4_bundle[0]).input_spec)
     assert bomb["error"] == f"DataError: {str(python.value).replace(str(files / 'bomb.png'), 'bomb.png')}", bomb
     assert garbage["error"].startswith("DataError: cannot read image garbage.png: "), garbage
     assert good == {"width": 40, "height": 30}
+    assert rotated == {"width": 40, "height": 30}, "the page turned the photo by its EXIF tag; Pillow does not"
 
 
 def _signed_copy(path, files):
@@ -453,3 +458,69 @@ def test_node_says_unknown_where_the_python_runtime_does(reject, tmp_path):
     assert_float_close(js["scores"], scores, err_msg="scores")
     assert_float_close(js["threshold"], limit, err_msg="threshold")
     np.testing.assert_allclose(np.asarray(js["probabilities"]), probs, rtol=0, atol=1e-4)
+
+
+def _interlaced_png(path, pixels):
+    """An 8-bit grey Adam7-interlaced PNG (Pillow writes none), rows unfiltered."""
+    import struct
+    import zlib
+
+    height, width = pixels.shape
+    raw = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)]:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_pages_png_decoder_gives_pillows_pixels_for_every_kind_of_png(channels, tmp_path):
+    """What the page does with a PNG (src/png.js, not the browser's decoder, whose canvas would turn transparent
+    pixels black): every colour type, 1–16 bits, palettes with transparency, transparent RGBA, interlacing."""
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (23, 31), dtype=np.uint8)
+    images = {"1": Image.fromarray(grey).convert("1"), "L": Image.fromarray(grey), "RGB": Image.fromarray(rgb),
+              "P": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)}
+    rgba = np.dstack([rgb, rng.choice([0, 40, 255], (23, 31)).astype(np.uint8)])
+    images["RGBA"] = Image.fromarray(rgba, "RGBA")
+    images["LA"] = Image.fromarray(np.dstack([grey, rgba[..., 3]]), "LA")
+    files = []
+    for mode, image in images.items():
+        files.append(tmp_path / f"{mode}.png")
+        image.save(files[-1])
+    p_transparent = images["P"].copy()
+    p_transparent.info["transparency"] = 3
+    p_transparent.save(tmp_path / "P-transparent.png", transparency=3)
+    images["P"].quantize(colors=12).save(tmp_path / "P-4bit.png", bits=4)
+    files += [tmp_path / "P-transparent.png", tmp_path / "P-4bit.png",
+              _interlaced_png(tmp_path / "interlaced.png", grey)]
+    spec = InputSpec(size=28, channels=channels, mean=(0.5,) * channels, std=(0.25,) * channels, invert=True)
+    (result,) = node_jobs([{"kind": "png", "spec": spec.to_dict(), "files": [str(f) for f in files]}], tmp_path)
+    for path, got in zip(files, result["images"], strict=True):
+        want = to_uint8(path, spec, path.name)
+        assert not isinstance(got, str), f"{path.name}: {got}"
+        diff = np.abs(np.asarray(got, np.int16).reshape(want.shape) - want)
+        assert diff.max() == 0, f"{path.name}: {int(diff.max())} levels off Pillow"
+
+
+def test_a_16_bit_grey_png_is_refused_by_the_page_as_by_python(tmp_path):
+    from mtl.device_runtime.errors import DataError
+    from mtl.device_runtime.preprocess import load_image
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100).save(path)
+    spec = InputSpec(size=28)
+    with pytest.raises(DataError) as python:
+        load_image(path, spec)
+    (result,) = node_jobs([{"kind": "png", "spec": spec.to_dict(), "files": [str(path)]}], tmp_path)
+    assert result["images"] == [f"DataError: {python.value}"]

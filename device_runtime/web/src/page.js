@@ -16,20 +16,24 @@ const $ = (id) => document.getElementById(id);
 let bundle = null;
 let adapter = null;
 let key = null; // a pinned signing key: bundle.pub beside the page (or ?key=PATH on this origin) → only signed bundles
+let keyError = null; // the pinned key could not be read: no bundle is opened (never "no key, so anything goes")
 
+// The pinned key: the one served beside the page, else the one pinned on an earlier visit. Once pinned, a key is
+// never dropped by a failed or missing fetch (a server error, a captive portal, offline): only a new key replaces it.
 async function pinnedKey() {
   const path = params.get("key") || "bundle.pub";
   const url = new URL(path, location.href);
   if (url.origin !== location.origin) throw new Error(`the key ${path} must come from this page's own server`);
-  let response;
+  let served = null;
   try {
-    response = await fetch(url);
-  } catch {
-    return (await store.load("key")) ?? null; // offline: the key pinned when the page was last online
+    const response = await fetch(url, { cache: "no-store" });
+    if (response.ok) served = { pem: await response.text(), name: path };
+  } catch { /* offline: the pinned key below */ }
+  if (served) {
+    await store.save("key", served);
+    return served;
   }
-  const pinned = response.ok ? { pem: await response.text(), name: path } : null;
-  await (pinned ? store.save("key", pinned) : store.remove("key"));
-  return pinned;
+  return (await store.load("key")) ?? null;
 }
 
 function status(text, fraction = null) {
@@ -40,12 +44,14 @@ function status(text, fraction = null) {
 }
 
 async function openBundle(bytes, label) {
+  if (keyError) throw new Error(`no bundle is opened: the pinned key could not be read (${keyError})`);
   status(`verifying ${label}…`, 0);
   const loaded = await Bundle.load(bytes, { ort, label, threads: 1, key });
   bundle = loaded;
   adapter = new Adapter(bundle);
   const m = bundle.manifest;
-  $("bundle-info").textContent = `${label}: ${m.producer.algorithm ?? "?"}, ${m.input.size}×${m.input.size}×${m.input.channels}, ` +
+  const algorithm = typeof m.producer.algorithm === "string" ? m.producer.algorithm : "?";
+  $("bundle-info").textContent = `${label}: ${algorithm}, ${m.input.size}×${m.input.size}×${m.input.channels}, ` +
     `${m.featureDim}-d features, ${m.headType} head, ${m.steps} steps of lr ${m.lr}` +
     (key ? `; signature verified with ${key.name}` : "");
   status("bundle verified: name your classes and give each a few images");
@@ -54,9 +60,17 @@ async function openBundle(bytes, label) {
 
 async function setBundle(bytes, label) {
   await openBundle(bytes, label);
-  await store.save("bundle", { bytes, label });
-  await store.remove("state");
   render();
+  await saved(() => store.replace({ bundle: { bytes, label } }, ["state"])); // one transaction
+}
+
+// A write to IndexedDB that may fail (storage blocked, private mode, quota): the page goes on, and says so.
+async function saved(write) {
+  try {
+    await write();
+  } catch (error) {
+    $("learned").textContent = `(not kept for the next visit: this browser's storage refused it — ${error?.message ?? error})`;
+  }
 }
 
 async function restore() {
@@ -88,8 +102,8 @@ async function adaptOn(classes, options = {}) {
   }
   const result = await learner.adapt({ ...options, onProgress: ({ stage, step, of, loss }) =>
     status(`${stage} step ${step}/${of}, loss ${loss.toFixed(4)}`, 0.5 + (of ? step / of : 1) / 2) });
-  await store.save("state", learner.toState());
   adapter = learner;
+  await saved(() => store.save("state", learner.toState()));
   status(`adapted to ${names.length} classes: support loss ${result.losses[0]?.toFixed(4) ?? result.finalLoss.toFixed(4)} → ` +
     `${result.finalLoss.toFixed(4)} in ${result.steps} steps`);
   render();
@@ -107,7 +121,7 @@ function classRow(name = "") {
   const row = document.createElement("div");
   row.className = "class";
   row.innerHTML = `<input class="name" placeholder="class name" value="${name}">
-    <label class="drop">drop images or <input type="file" accept="image/*" capture="environment" multiple></label>
+    <label class="drop">drop images or <input type="file" accept="image/*" multiple></label>
     <span class="count">0 images</span> <button class="remove" title="remove this class">×</button>`;
   row.files = [];
   const add = (files) => {
@@ -161,7 +175,7 @@ function bindPage() {
     status(`classified ${files.length} image(s)`);
   });
   $("forget").onclick = () => guard(async () => {
-    await store.remove("state");
+    await saved(() => store.remove("state"));
     adapter = bundle ? new Adapter(bundle) : null;
     render();
     status("forgot the adapted classes");
@@ -213,10 +227,10 @@ window.mtl = {
   },
   restore,
   // an image file → its decoded size, or the error a support or query image would give
-  async decode(url) {
+  async decode(url, withPixels = false) {
     try {
       const pixels = await decodeImage(await fetchBlob(url), url.split("/").pop());
-      return { width: pixels.width, height: pixels.height };
+      return { width: pixels.width, height: pixels.height, ...(withPixels ? { rgba: Array.from(pixels.data) } : {}) };
     } catch (error) {
       return { error: `${error.name}: ${error.message}` };
     }
@@ -251,6 +265,12 @@ async function start() {
   if ("serviceWorker" in navigator && !params.has("nosw")) navigator.serviceWorker.register("sw.js").catch(() => {});
   try {
     key = await pinnedKey();
+  } catch (error) {
+    keyError = error?.message ?? String(error);
+    status(`error: no bundle is opened: the pinned key could not be read (${keyError})`);
+    return;
+  }
+  try {
     if (!(await restore()) && !params.has("nobundle")) {
       const response = await fetch("bundle.mtlb");
       if (response.ok) await setBundle(new Uint8Array(await response.arrayBuffer()), "bundle.mtlb");

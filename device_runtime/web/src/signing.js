@@ -23,7 +23,10 @@ export async function publicKey(pem, name) {
   }
   try {
     return await subtle.importKey("spki", der, { name: "Ed25519" }, false, ["verify"]);
-  } catch {
+  } catch (error) {
+    if (error?.name === "NotSupportedError") {
+      throw new ConfigError(`this browser's WebCrypto cannot check Ed25519 signatures (needed for ${name}); use a newer browser`);
+    }
     throw new ConfigError(`${name} is not an Ed25519 public key`);
   }
 }

@@ -30,3 +30,10 @@ async function transact(mode, work) {
 export const save = (key, value) => transact("readwrite", (store) => store.put(value, key));
 export const load = (key) => transact("readonly", (store) => store.get(key));
 export const remove = (key) => transact("readwrite", (store) => store.delete(key));
+// put every entry and delete every key in ONE transaction: all of it happens, or none
+export const replace = (entries, removals = []) => transact("readwrite", (store) => {
+  let last = null;
+  for (const [key, value] of Object.entries(entries)) last = store.put(value, key);
+  for (const key of removals) last = store.delete(key);
+  return last;
+});

@@ -5,7 +5,7 @@
 //   {"kind": "load", "bundle": URL, "key"?: URL}                   → {"ok": true} or {"error": …} (with a pinned key)
 //   {"kind": "parity", "bundle": URL, "classes": {name: [URL…]}, "queries": [URL…], "threads"?: T}
 //        → the adapted head, labels and probabilities, then the same queries after a reload (IndexedDB) as "restored"
-//   {"kind": "decode", "images": [URL…]}                           → each image's decoded size or its refusal
+//   {"kind": "decode", "images": [URL…], "pixels"?: true}          → each image's decoded size (and RGBA) or its refusal
 //   {"kind": "time", "bundle": URL, "classes": {…}, "threads": T, "repeats": R} → median seconds of an adaptation
 //   {"kind": "ui", "bundle": PATH, "classes": {name: [PATH…]}, "queries": [PATH…]} → the demo page used as a person
 //        would (file pickers, names, buttons): its status line, result lines, and what it shows after a reload
@@ -70,7 +70,11 @@ async function run(browser, base, job) {
   const pinned = job.key ? `&key=${encodeURIComponent(job.key)}` : "";
   const { context, page, bytes } = await open(browser, base, `nosw&nobundle&threads=${threads}${pinned}`);
   try {
-    if (job.kind === "decode") return { images: await page.evaluate((urls) => Promise.all(urls.map((u) => window.mtl.decode(u))), job.images) };
+    if (job.kind === "decode") {
+      const images = await page.evaluate(([urls, pixels]) => Promise.all(urls.map((u) => window.mtl.decode(u, pixels))),
+        [job.images, Boolean(job.pixels)]);
+      return { images };
+    }
     if (job.kind === "ui") return { ...(await clickThrough(page, job)), bytes };
     const loaded = await page.evaluate((url) => window.mtl.load(url), job.bundle);
     if (job.kind === "load" || loaded.error) return loaded;

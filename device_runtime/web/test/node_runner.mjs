@@ -5,6 +5,7 @@
 //       "reject"?: "auto" | P;  RGBA_JOB = {"file": PATH of raw RGBA bytes, "width": W, "height": H}
 //                                                          → head, losses, labels, probabilities
 //   {"kind": "preprocess", "spec": INPUT_SPEC, "images": [RGBA_JOB…]} → the uint8 (C, H, W) inputs as lists
+//   {"kind": "png", "spec": INPUT_SPEC, "files": [PATH…]}  → each PNG decoded by src/png.js and preprocessed
 //   {"kind": "schema", "io": [[channels, size, dim, state, context|null]…]} → the runtime's copy of the bundle
 //        schema (names, limits, the graph interfaces for each argument list), held to device_runtime/schema.py
 import { readFileSync } from "node:fs";
@@ -12,6 +13,7 @@ import * as ort from "onnxruntime-node";
 import { Adapter, Bundle } from "../src/index.js";
 import * as archive from "../src/archive.js";
 import * as schema from "../src/manifest.js";
+import { decodePng } from "../src/png.js";
 import { toUint8 } from "../src/preprocess.js";
 
 const pixels = (job) => ({ width: job.width, height: job.height, data: new Uint8Array(readFileSync(job.file)), name: job.file });
@@ -24,6 +26,15 @@ async function run(job) {
       "MAX_RATIO", "RATIO_FLOOR"];
     return { ...Object.fromEntries(names.map((n) => [n, schema[n]])), STANDARD_DOMAINS: [...schema.STANDARD_DOMAINS].sort(),
       archive: Object.fromEntries(limits.map((n) => [n, archive[n]])), io: job.io.map((args) => schema.graphIO(...args)) };
+  }
+  if (job.kind === "png") {
+    return { images: job.files.map((file) => {
+      try {
+        return Array.from(toUint8(decodePng(new Uint8Array(readFileSync(file)), file, 64_000_000), job.spec));
+      } catch (error) {
+        return `${error.name}: ${error.message}`;
+      }
+    }) };
   }
   if (job.kind === "preprocess") return { images: job.images.map((image) => Array.from(toUint8(pixels(image), job.spec))) };
   const key = job.key ? { pem: readFileSync(job.key, "utf8"), name: job.key } : null;
