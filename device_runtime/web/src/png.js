@@ -69,7 +69,7 @@ export function decodePng(bytes, name, maxPixels) {
       const line = raw.slice(offset + 1, offset + 1 + stride);
       offset += 1 + stride;
       unfilter(filter, line, previous, bpp, fail);
-      for (let x = 0; x < w; x++) writePixel(out, ((y0 + y * dy) * width + x0 + x * dx) * 4, line, x, header, palette, transparency);
+      writeRow(out, ((y0 + y * dy) * width + x0) * 4, dx * 4, line, w, header, palette, transparency);
       previous = line;
     }
   });
@@ -114,26 +114,43 @@ function unfilter(filter, line, previous, bpp, fail) {
   }
 }
 
-// One pixel of a row as Pillow reads it → RGBA at out[at]. Grey of 1, 2 or 4 bits scales to 0–255; 16-bit
-// samples keep their high byte; transparency (tRNS) does not change the stored colour.
-function writePixel(out, at, line, x, { depth, color }, palette, transparency) {
-  const sample = (index) => {
-    if (depth === 8) return line[index];
-    if (depth === 16) return line[index * 2];
-    const perByte = 8 / depth;
-    return (line[Math.floor(index / perByte)] >> (8 - depth * (1 + (index % perByte)))) & ((1 << depth) - 1);
-  };
+// One row as Pillow reads it → RGBA at out[at], out[at + step], …: grey of 1, 2 or 4 bits scales to 0–255, 16-bit
+// samples keep their high byte, and transparency (tRNS) does not change the stored colour. One loop per kind of
+// row, no allocation per pixel (this runs for every pixel of every support image).
+function writeRow(out, at, step, line, w, { depth, color }, palette, transparency) {
+  const packed = depth < 8;
+  const perByte = 8 / depth;
+  const mask = (1 << depth) - 1;
+  const bits = (x) => (line[Math.floor(x / perByte)] >> (8 - depth * (1 + (x % perByte)))) & mask;
+  const wide = depth === 16 ? 2 : 1;
   if (color === 3) {
-    const i = sample(x);
-    out.set([palette[3 * i] ?? 0, palette[3 * i + 1] ?? 0, palette[3 * i + 2] ?? 0, transparency?.[i] ?? 255], at);
-    return;
+    for (let x = 0; x < w; x++, at += step) {
+      const i = packed ? bits(x) : line[x];
+      out[at] = palette[3 * i] ?? 0;
+      out[at + 1] = palette[3 * i + 1] ?? 0;
+      out[at + 2] = palette[3 * i + 2] ?? 0;
+      out[at + 3] = transparency && i < transparency.length ? transparency[i] : 255;
+    }
+  } else if (color === 0) {
+    const scale = 255 / mask;
+    for (let x = 0; x < w; x++, at += step) {
+      const grey = packed ? bits(x) * scale : line[x * wide];
+      out[at] = out[at + 1] = out[at + 2] = grey;
+      out[at + 3] = 255;
+    }
+  } else {
+    const channels = CHANNELS[color];
+    for (let x = 0; x < w; x++, at += step) {
+      const p = x * channels * wide;
+      if (color === 4) {
+        out[at] = out[at + 1] = out[at + 2] = line[p];
+        out[at + 3] = line[p + wide];
+      } else {
+        out[at] = line[p];
+        out[at + 1] = line[p + wide];
+        out[at + 2] = line[p + 2 * wide];
+        out[at + 3] = color === 6 ? line[p + 3 * wide] : 255;
+      }
+    }
   }
-  const channels = CHANNELS[color];
-  const v = (k) => sample(x * channels + k);
-  if (color === 0) {
-    const grey = depth < 8 ? (v(0) * 255) / ((1 << depth) - 1) : v(0);
-    out.set([grey, grey, grey, 255], at);
-  } else if (color === 4) out.set([v(0), v(0), v(0), v(1)], at);
-  else if (color === 2) out.set([v(0), v(1), v(2), 255], at);
-  else out.set([v(0), v(1), v(2), v(3)], at);
 }
