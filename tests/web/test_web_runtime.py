@@ -4,6 +4,8 @@ and in a real headless Chromium (onnxruntime-web, wasm), where the adapted class
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -524,3 +526,29 @@ def test_a_16_bit_grey_png_is_refused_by_the_page_as_by_python(tmp_path):
         load_image(path, spec)
     (result,) = node_jobs([{"kind": "png", "spec": spec.to_dict(), "files": [str(path)]}], tmp_path)
     assert result["images"] == [f"DataError: {python.value}"]
+
+
+@pytest.mark.parametrize("algorithm", ["caml", "meta-lstm"])
+def test_node_adapts_a_context_and_a_learned_update_rule_as_the_python_runtime(algorithm, tmp_path):
+    """The two update paths beside SGD: CAML's context (context_step.onnx from φ = 0, then the head started from the
+    φ-conditioned features) and the meta-LSTM's learned rule (its state threaded through the steps). Bundles of one
+    meta-training iteration on synthetic glyphs: the weights do not matter, the path does."""
+    pytest.importorskip("torch", reason="the bundles are exported from a one-iteration meta-training")
+    from mtl.exporters.bundle_export import export_bundle
+    from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
+
+    run = tmp_path / algorithm
+    meta_train(MetaTrainConfig(out=str(run), algorithm=algorithm, data="synthetic:20", image_size=28, ways=3, shots=1,
+                               queries=1, meta_batch=1, inner_steps=2, iterations=1, val_every=1, val_episodes=2,
+                               device="cpu", calibrate_episodes=0))
+    path = Path(export_bundle(run, tmp_path / f"{algorithm}.mtlb", single_file=True).path)
+    files, support, query = _synthetic_support(tmp_path)
+    (js,) = node_jobs([{"kind": "adapt", "bundle": str(path), "queries": [rgba_job(p) for p in query],
+                        "classes": {n: [rgba_job(p) for p in ps] for n, ps in support.items()}}], tmp_path)
+    python = _python(path, support, query)
+    _same(js, python, algorithm)
+    result = python[0]
+    assert js["result"]["contextSteps"] == result.context_steps and js["result"]["steps"] == result.steps
+    assert (result.context_steps > 0) == (algorithm == "caml")  # CAML exports 0 head steps, the LSTM 2
+    assert (result.steps > 0) == (algorithm != "caml")
+    assert_float_close(js["result"]["contextLosses"], list(result.context_losses), err_msg="context losses")
