@@ -41,11 +41,14 @@ export function repr(value, width = Infinity) {
 const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
 const NAMED = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
 
+// Python's str.isprintable(): what file and class names may hold, and what repr() leaves unescaped.
+export const isPrintable = (text) => !UNPRINTABLE.test(text);
+
 // One character as Python's repr() of a string writes it.
 function escapeChar(char, quote) {
   if (char in NAMED) return NAMED[char];
   if (char === quote) return `\\${char}`;
-  if (!UNPRINTABLE.test(char)) return char;
+  if (isPrintable(char)) return char;
   const code = char.codePointAt(0);
   if (code < 0x100) return `\\x${code.toString(16).padStart(2, "0")}`;
   if (code < 0x10000) return `\\u${code.toString(16).padStart(4, "0")}`;

@@ -1,7 +1,7 @@
 // The bundle manifest (docs/bundle.md), checked exactly as the Python runtime checks it
 // (device_runtime/manifest.py and schema.py): every key, type, range and graph interface, each fault named in one
 // line. The tests run one corpus of bad bundles through both runtimes (tests/web).
-import { BundleError, repr, typeName } from "./errors.js";
+import { BundleError, isPrintable, repr, typeName } from "./errors.js";
 import { JsonFloat, keysOf, loads } from "./jsonio.js";
 
 export const SCHEMA = "mtl-bundle/3";
@@ -39,16 +39,12 @@ const SHA256 = /^[0-9a-f]{64}$/;
 const KINDS = { int: "an integer", number: "a number", bool: "true or false", str: "a string", dict: "an object",
   list: "a list" };
 const CALIBRATION_KEYS = ["log_temperature", "per_log_ways", "per_log_shots"];
-// Python's str.isprintable() is false for these (the space excepted)
-const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
 
 const fail = (message) => {
   throw new BundleError(message);
 };
 
-export function isPrintable(text) {
-  return !UNPRINTABLE.test(text);
-}
+export { isPrintable };
 
 function is(value, kind) {
   switch (kind) {
