@@ -137,8 +137,10 @@ def predict(
     adapted: Annotated[Path, typer.Argument(help="An adapted state directory (mtl adapt --out).")],
     images: Annotated[list[Path], typer.Argument(help="Images to classify.")],
     reject: Annotated[str, typer.Option(
-        "--reject", help="Label an image 'unknown' when it is none of the classes: off, auto (a threshold from the "
-                         "support set alone, leave-one-class-out) or a similarity threshold P in [-1, 1].")] = "off",
+        "--reject", help="Label an image 'unknown' when it is none of the classes: off, auto (the bundle's calibrated "
+                         "threshold, else one from the support set alone) or a score threshold P in [-2, 2]. "
+                         "Default: auto for a bundle calibrated with an open-set background, else off.",
+        show_default=False)] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list on stdout.")] = False,
     show: Annotated[Path | None, typer.Option("--show", help="Also draw a contact sheet (PNG) of the images with "
                                               "their predicted label and confidence (Pillow only).")] = None,
@@ -148,12 +150,13 @@ def predict(
     from mtl.device_runtime import Adapter, jsonio
     from mtl.device_runtime.atomic import check_png_target
     from mtl.device_runtime.contact_sheet import save_contact_sheet
-    from mtl.device_runtime.open_set import parse_reject
+    from mtl.device_runtime.open_set import default_reject, parse_reject
 
     if show is not None:
         check_png_target(show, "--show")
-    rule = parse_reject(reject)
+    rule = parse_reject(reject) if reject else None
     adapter = Adapter.load(adapted, intra_op_num_threads=threads)
+    rule = default_reject(adapter.bundle.manifest.open_set) if rule is None else rule
     labels, probs, scores, limit = adapter.predict_scored(images, rule)
     classes = adapter.result.classes
     records = [{"image": str(path), "label": label, "probability": float(row.max()),

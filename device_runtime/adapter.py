@@ -27,7 +27,7 @@ import numpy as np
 
 from mtl.device_runtime.bundle import Bundle
 from mtl.device_runtime.errors import BundleError, ConfigError, DataError
-from mtl.device_runtime.schema import LIMITS
+from mtl.device_runtime.schema import BACKGROUND, LIMITS
 
 MAX_STEPS = int(LIMITS["adapt.steps"][1])
 
@@ -275,14 +275,15 @@ class Adapter:
 
     def predict(self, images: Images, reject: str | float | None = None) -> tuple[list[str], np.ndarray]:
         """Images → (predicted class names, probabilities (B, N) over `result.classes`). With `reject` ("auto" or
-        a similarity threshold; `device_runtime.open_set`) an image of none of the classes is labelled
+        a score threshold; `device_runtime.open_set`) an image of none of the classes is labelled
         "unknown"."""
         labels, probs, _, _ = self.predict_scored(images, reject)
         return labels, probs
 
     def predict_scored(self, images: Images, reject: str | float | None = None
                        ) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:
-        """`predict` with the open-set score of every image (its similarity to the nearest class prototype) and
+        """`predict` with the open-set score of every image (its similarity to the nearest class prototype, relative
+        to the bundle's background when it has one) and
         the threshold it was compared with (None: reject off)."""
         from mtl.device_runtime import open_set
 
@@ -298,9 +299,10 @@ class Adapter:
         probs = self.bundle.predict_proba(weight, bias, features, shots=self.result.shots)
         _check_finite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)")
         support, labels = self._support_set()
-        score = open_set.scores(features, open_set.prototypes(support, labels, len(classes)))
+        background = self.bundle.init.get(BACKGROUND)
+        score = open_set.scores(features, open_set.prototypes(support, labels, len(classes)), background)
         calibrated = (self.bundle.manifest.open_set or {}).get("thresholds")
-        limit = open_set.threshold(reject, support, labels, len(classes), calibrated)
+        limit = open_set.threshold(reject, support, labels, len(classes), calibrated, background)
         if limit is not None and open_set.UNKNOWN in classes:
             raise ConfigError(f"a class is named {open_set.UNKNOWN!r}, the label of a rejected image: rename it to "
                               "predict with reject")

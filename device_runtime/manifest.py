@@ -26,6 +26,7 @@ from mtl.device_runtime.schema import (
     HEAD_TYPES,
     LIMITS,
     MANIFEST,
+    MAX_BACKGROUND,
     MAX_FILES,
     MAX_NAME,
     SCHEMA,
@@ -114,6 +115,8 @@ class Manifest:
         rule, state = _update_rule(adapt, learned_lr)
         init = need(m, "init", "dict", "")
         context = _context(need(m, "context", "dict", "")) if "context" in m else None
+        open_set = _open_set(need(m, "open_set", "dict", "")) if "open_set" in m else None
+        background = open_set.get("background", 0) if open_set else 0
         manifest = cls(
             producer=producer, input=spec, feature_dim=dim, head_type=_choice(head, "type", HEAD_TYPES, "head"),
             head_init=_choice(head, "init", HEAD_INITS, "head"),
@@ -121,13 +124,13 @@ class Manifest:
             lr=float(in_range(need(adapt, "lr", "number", "adapt"), "adapt.lr")), learned_lr=learned_lr,
             opset=in_range(need(m, "opset", "int", ""), "opset"), graphs=_graphs(m, spec, dim, state, context),
             init_file=_member(need(init, "file", "str", "init"), "init.file"),
-            init_arrays=_init_arrays(init, init_arrays(dim, learned_lr)), files=_files(m),
+            init_arrays=_init_arrays(init, init_arrays(dim, learned_lr, background)), files=_files(m),
             batch_statistics=need(m, "batch_statistics", "bool", "") if "batch_statistics" in m else False,
             # informative: how embed.onnx was quantized and how close it stayed
             quantization=need(m, "quantization", "dict", "") if "quantization" in m else None,
             calibration=_calibration(need(m, "calibration", "dict", "")) if "calibration" in m else None,
             rule=rule, state=state, context=context,
-            open_set=_open_set(need(m, "open_set", "dict", "")) if "open_set" in m else None)
+            open_set=open_set)
         missing = [f for f in [g.file for g in manifest.graphs.values()] + [manifest.init_file]
                    if f not in manifest.files]
         if missing:
@@ -249,8 +252,9 @@ def _update_rule(adapt: dict, learned_lr: bool) -> tuple[str, int]:
 
 
 def _open_set(section: dict) -> dict[str, Any]:
-    """`open_set`: the share of known images the thresholds lose, and a threshold (a similarity in [-1, 1]) per
-    shot count K (keys "1", "5", …); the rest is informative."""
+    """`open_set`: the share of known images the thresholds lose, a threshold (a score in [-2, 2]) per shot count
+    K (keys "1", "5", …), and optionally `background`, the number of background rows `init.npz` holds (the score
+    is then relative to them, `device_runtime.open_set`); the rest is informative."""
     loss = need(section, "known_loss", "number", "open_set")
     if not 0 < loss < 1:
         raise BundleError(f"{MANIFEST}: open_set.known_loss must be between 0 and 1, got {loss!r:.40}")
@@ -261,9 +265,14 @@ def _open_set(section: dict) -> dict[str, Any]:
         if not (shots.isascii() and shots.isdigit()) or not 1 <= int(shots) <= 1 << 20:  # '²' is a digit to isdigit
             raise BundleError(f"{MANIFEST}: open_set.thresholds keys must be shot counts (\"1\", \"5\"), got "
                               f"{shots!r:.20}")
-        if not _is(value, "number") or not -1.0 <= value <= 1.0:
-            raise BundleError(f"{MANIFEST}: open_set.thresholds.{shots} must be a similarity in [-1, 1], got "
+        if not _is(value, "number") or not -2.0 <= value <= 2.0:
+            raise BundleError(f"{MANIFEST}: open_set.thresholds.{shots} must be a score in [-2, 2], got "
                               f"{value!r:.40}")
+    if "background" in section:
+        rows = need(section, "background", "int", "open_set")
+        if not 1 <= rows <= MAX_BACKGROUND:
+            raise BundleError(f"{MANIFEST}: open_set.background must be between 1 and {MAX_BACKGROUND}, got "
+                              f"{rows!r:.40}")
     return dict(section)
 
 
@@ -340,8 +349,8 @@ def _init_arrays(init: dict, expected: dict[str, list[int]]) -> dict[str, list[i
         for d in shape:
             in_range(d, "shape dimension", shown=f"init.arrays.{name}")
     if set(arrays) != set(expected):
-        raise BundleError(f"{MANIFEST}: init.arrays must be {sorted(expected)} (adapt.learned_lr), got "
-                          f"{sorted(arrays)!r:.80}")
+        raise BundleError(f"{MANIFEST}: init.arrays must be {sorted(expected)} (adapt.learned_lr, "
+                          f"open_set.background), got {sorted(arrays)!r:.80}")
     for name, shape in expected.items():
         if arrays[name] != shape:
             raise BundleError(f"{MANIFEST}: init.arrays.{name} must have shape {shape}, got {arrays[name]}")

@@ -130,7 +130,13 @@ def graph_io(channels: int, size: int, dim: int, state: int = 0,
     return graphs
 
 
-def init_arrays(dim: int, learned_lr: bool) -> dict[str, list[int]]:
+BACKGROUND = "open_set_background"  # init.npz: the open-set background (open_set.background rows)
+MAX_BACKGROUND = 4096  # rows of it at most
+
+
+def init_arrays(dim: int, learned_lr: bool, background: int = 0) -> dict[str, list[int]]:
     """The arrays `init.npz` holds, with their shapes: meta-learned step sizes (Meta-SGD), scaled on the device
-    by its `lr`. (A learned head initialisation lives inside init_head.onnx.)"""
-    return {"lr_weight": [1, dim], "lr_bias": [1]} if learned_lr else {}
+    by its `lr`, and the open-set background (`background` unit-length class means of the producer's TRAINING
+    classes, `device_runtime.open_set`). (A learned head initialisation lives inside init_head.onnx.)"""
+    arrays = {"lr_weight": [1, dim], "lr_bias": [1]} if learned_lr else {}
+    return {**arrays, BACKGROUND: [background, dim]} if background else arrays

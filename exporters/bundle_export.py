@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,14 +22,14 @@ import torch
 from mtl.device_runtime.archive import zip_bytes
 from mtl.device_runtime.atomic import check_output, replace_dir
 from mtl.device_runtime.manifest import Manifest
-from mtl.device_runtime.schema import MANIFEST, STANDARD_DOMAINS, GraphIO, init_arrays
+from mtl.device_runtime.schema import BACKGROUND, MANIFEST, STANDARD_DOMAINS, GraphIO, init_arrays
 from mtl.device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
 from mtl.exporters.deploy_model import DeployModel, deploy_model
 from mtl.exporters.graphs import example_inputs, export_graph, graph_functions, graph_interfaces
 from mtl.exporters.quantize import QUANTIZE_CHOICES, QuantizationReport, quantize_embed
 from mtl.pipeline.atomic import atomic_write_bytes
 from mtl.pipeline.errors import ConfigError, MtlError
-from mtl.pipeline.train.checkpoint import Checkpoint, load_checkpoint
+from mtl.pipeline.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 TRACE_SIZES = {"B": 2, "N": 5, "M": 10}
 CHECK_SIZES = {"B": 3, "N": 3, "M": 9}
@@ -102,10 +103,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, single_file: bool 
                                                               images[-CHECK_IMAGES:], quantize)
         report.ops["embed"] = _check_graph("embed", models["embed"])
     files = {f"{n}.onnx": m.SerializeToString() for n, m in models.items()}
-    files["init.npz"] = _npz(dm.init_arrays())
+    open_set = _open_set(dm, ckpt)
+    background = ckpt.device.get(BACKGROUND) if open_set and "background" in open_set else None
+    files["init.npz"] = _npz({**dm.init_arrays(), **({} if background is None else {BACKGROUND: background.numpy()})})
     quantization = None if report.quantization is None else report.quantization.to_manifest(
         data if isinstance(calibration, str | None) else "<arrays>")
-    manifest = _manifest(dm, ckpt, files, opset, quantization)
+    manifest = _manifest(dm, ckpt, files, opset, quantization, open_set)
     files = {MANIFEST: manifest.to_json(), **files}
     if sign is not None:
         files[SIGNATURE] = sign_manifest(files["manifest.json"], sign)
@@ -168,8 +171,23 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def _open_set(dm: DeployModel, ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The checkpoint's open-set calibration, for an extractor that embeds each image alone (else None). A section
+    that names a background the checkpoint does not hold (an edited file) is a `CheckpointError`."""
+    if dm.batch_statistics or dm.context is not None:
+        return None
+    section = ckpt.meta.get("device", {}).get("open_set")
+    background = ckpt.device.get(BACKGROUND)
+    if section and "background" in section and (background is None or list(background.shape) != [
+            section["background"], dm.feature_dim]):
+        raise CheckpointError(f"{ckpt.path}: its open-set calibration names a background of "
+                              f"{section['background']} classes that the checkpoint does not hold; run mtl "
+                              "calibrate again")
+    return section
+
+
 def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset: int,
-              quantization: dict | None) -> Manifest:
+              quantization: dict | None, open_set: dict[str, Any] | None) -> Manifest:
     """What the bundle is, with the sha256 of every file, and what made it: versions, the algorithm, the
     checkpoint's sha256, its data and its whole class split (the held-out rule of `mtl evaluate BUNDLE`)."""
     learned_lr = bool(dm.learner.spec.learn_lr)
@@ -181,13 +199,13 @@ def _manifest(dm: DeployModel, ckpt: Checkpoint, files: dict[str, bytes], opset:
                     head_type=dm.learner.spec.head, head_init=dm.learner.spec.head_init, steps=dm.steps,
                     lr=dm.lr, learned_lr=learned_lr, opset=opset,
                     graphs=Manifest.graphs_for(dm.input_spec, dm.feature_dim, dm.learner.state_size, dm.context),
-                    init_file="init.npz", init_arrays=init_arrays(dm.feature_dim, learned_lr),
+                    init_file="init.npz",
+                    init_arrays=init_arrays(dm.feature_dim, learned_lr, (open_set or {}).get("background", 0)),
                     files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                     batch_statistics=dm.batch_statistics, quantization=quantization,
                     calibration=None if dm.learner.head.temperature.identity else dm.learner.head.temperature,
                     rule="lstm" if dm.learner.state_size else "sgd", state=dm.learner.state_size, context=dm.context,
-                    open_set=None if dm.batch_statistics or dm.context is not None
-                    else ckpt.meta.get("device", {}).get("open_set"))
+                    open_set=open_set)
 
 
 def _bundle_path(out: Path, single_file: bool) -> Path:

@@ -16,10 +16,12 @@ size, and the temperature its probabilities are read at.
   minimising the negative log-likelihood of softmax(T · logits) of those validation queries after the chosen
   steps. It rescales confidences only; no prediction and no step changes.
 
-- Open set (`mtl predict --reject auto`): for K = 1 and 5 shots, the similarity to the nearest class prototype
-  (`device_runtime.open_set`) below which `KNOWN_LOSS` of the validation queries of KNOWN classes fall — the
-  threshold that loses that share of known images. Only known classes are needed to set it; the bundle ships
-  it (`open_set`), and the device interpolates it in log K. Not for extractors with batch statistics.
+- Open set (`mtl predict --reject auto`): the background, the unit class means of (at most `BACKGROUND_CLASSES`)
+  TRAINING classes, each of at most `BACKGROUND_IMAGES` seeded images; then for K = 1 and 5 shots the score
+  (`device_runtime.open_set`: similarity to the nearest class prototype minus that to the nearest background
+  classes) below which `KNOWN_LOSS` of the validation queries of KNOWN classes fall — the threshold that loses
+  that share of known images. Only known classes are needed to set it; the bundle ships both (`open_set`,
+  `init.npz`), and the device interpolates the threshold in log K. Not for extractors with batch statistics.
 
 The result is `ckpt.meta["device"]`, which `load_learner` applies — so `mtl evaluate CKPT` and the exported
 bundle both adapt and report with it. The test classes are never looked at.
@@ -34,10 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mtl.device_runtime.calibration import Temperature
+from mtl.device_runtime.schema import BACKGROUND
 from mtl.pipeline.data import ClassImages, Splits, load_data
 from mtl.pipeline.errors import DataError
 from mtl.pipeline.meta.learner import MetaLearner
@@ -56,6 +60,8 @@ QUERIES = 15
 KNOWN_LOSS = 0.05  # the open-set threshold loses this share of the validation knowns
 OPEN_SET_SHOTS = (1, 5)
 OPEN_SET_WAYS = 5
+BACKGROUND_CLASSES = 1024  # training classes in the open-set background at most (schema.MAX_BACKGROUND caps it)
+BACKGROUND_IMAGES = 20  # images per background class at most
 
 
 @dataclass(frozen=True)
@@ -86,22 +92,25 @@ def calibrate_checkpoint(path: str | Path, episodes: int = 200, seed: int = 0, d
     loaded = load_learner(dataclasses.replace(ckpt, meta=meta))
     if loaded.learner.head.regression:
         raise DataError(f"{file} is a regression model: there are no class probabilities to calibrate")
-    val = validation_classes(ckpt)
+    classes = producer_classes(ckpt, ("train", "val"))
+    val = validation_classes(ckpt, classes)
     result = calibrate(loaded.learner, loaded.steps, val, episodes, seed, resolve_device(device), on_step)
-    settings = result.device()
-    open_set = open_set_thresholds(loaded.learner, val, episodes, seed)
+    settings, shipped = result.device(), {}
+    open_set = open_set_thresholds(loaded.learner, val, episodes, seed, classes["train"])
     if open_set is not None:
-        settings["open_set"] = open_set
-    save_checkpoint(file, dataclasses.replace(ckpt, meta={**meta, "device": settings}))
+        settings["open_set"], background = open_set
+        if background is not None:
+            shipped[BACKGROUND] = torch.from_numpy(background)
+    save_checkpoint(file, dataclasses.replace(ckpt, meta={**meta, "device": settings}, device=shipped))
     return file, result
 
 
-def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, seed: int) -> dict[str, Any] | None:
-    """The open-set threshold per shot count K: the `KNOWN_LOSS` quantile of the validation queries' similarity to
-    their nearest prototype, over `episodes` seeded episodes of `OPEN_SET_WAYS` classes (None: the extractor
-    normalises with batch statistics or adapts inside, so one image's features depend on the others)."""
-    import numpy as np
-
+def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, seed: int,
+                        train: ClassImages | None = None) -> tuple[dict[str, Any], np.ndarray | None] | None:
+    """The open-set section and background: the unit class means (C, D) float32 of `train`'s classes (None
+    without training classes), and per shot count K the `KNOWN_LOSS` quantile of the validation queries' score
+    against them, over `episodes` seeded episodes of `OPEN_SET_WAYS` classes (None: the extractor normalises with
+    batch statistics or adapts inside, so one image's features depend on the others)."""
     from mtl.device_runtime import open_set
     from mtl.pipeline.models.scale_shift import fold_scale_shift
     from mtl.pipeline.train.common import embed
@@ -114,6 +123,16 @@ def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, s
     with torch.no_grad():
         features = embed(body, val.images, val.spec, device).cpu().numpy()
     ways, rng, thresholds = min(OPEN_SET_WAYS, val.num_classes), np.random.default_rng(seed), {}
+    background = None
+    if train is not None and train.num_classes:
+        classes = np.sort(rng.permutation(train.num_classes)[:BACKGROUND_CLASSES])
+        rows = [int(train.offsets[c]) + np.sort(rng.permutation(int(train.counts[c]))[:BACKGROUND_IMAGES])
+                for c in classes]
+        with torch.no_grad():
+            train_features = embed(body, train.images[torch.from_numpy(np.concatenate(rows))], train.spec,
+                                   device).cpu().numpy()
+        groups = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        background = open_set.prototypes(train_features, groups, len(rows)).astype(np.float32)
     for shots in OPEN_SET_SHOTS:
         if int(val.counts.min()) < shots + 1:
             continue
@@ -127,23 +146,32 @@ def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, s
                 queries.append(rows[shots:shots + QUERIES])
             labels = np.repeat(np.arange(ways), shots)
             protos = open_set.prototypes(features[np.concatenate(support)], labels, ways)
-            known.append(open_set.scores(features[np.concatenate(queries)], protos))
+            known.append(open_set.scores(features[np.concatenate(queries)], protos, background))
         thresholds[str(shots)] = float(np.quantile(np.concatenate(known), KNOWN_LOSS))
-    return {"known_loss": KNOWN_LOSS, "ways": ways, "episodes": episodes, "thresholds": thresholds} \
-        if thresholds else None
+    if not thresholds:
+        return None
+    section = {"known_loss": KNOWN_LOSS, "ways": ways, "episodes": episodes, "thresholds": thresholds}
+    if background is not None:
+        section["background"] = len(background)
+    return section, background
 
 
-def validation_classes(ckpt: Checkpoint) -> ClassImages:
-    """The producer's validation classes, from the data it was trained on."""
+def producer_classes(ckpt: Checkpoint, parts: tuple[str, ...] = ("val",)) -> dict[str, ClassImages]:
+    """The producer's classes of each split part, from the data it was trained on (loaded once)."""
     from mtl.pipeline.data import InputSpec
 
     spec = InputSpec.from_dict(ckpt.meta["input"])
     data_spec = ckpt.meta["config"].get("data")
     if not data_spec:
         raise DataError(f"{ckpt.path} does not say which data it was trained on")
-    data = load_data(data_spec, image_size=spec.size)
-    data = dataclasses.replace(data, spec=spec)
-    val = data.subset(Splits.from_dict(ckpt.meta["splits"]).indices(data, "val"))
+    data = dataclasses.replace(load_data(data_spec, image_size=spec.size), spec=spec)
+    splits = Splits.from_dict(ckpt.meta["splits"])
+    return {part: data.subset(splits.indices(data, part)) for part in parts}
+
+
+def validation_classes(ckpt: Checkpoint, classes: dict[str, ClassImages] | None = None) -> ClassImages:
+    """The producer's validation classes (of `classes` when given), from the data it was trained on."""
+    val = (classes or producer_classes(ckpt))["val"]
     if val.num_classes < 2:
         raise DataError(f"{ckpt.path} has {val.num_classes} validation class(es); calibration needs at least 2")
     return val

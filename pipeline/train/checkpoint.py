@@ -41,12 +41,13 @@ class Checkpoint:
     optim: dict[str, torch.Tensor] = field(default_factory=dict)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     path: Path | None = None
+    device: dict[str, torch.Tensor] = field(default_factory=dict)  # what `mtl calibrate` ships (open-set background)
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
     """Write `ckpt` atomically to `path` (a `.safetensors` file)."""
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, group in (("model", ckpt.model), ("optim", ckpt.optim), ("rng", ckpt.rng)):
+    for prefix, group in (("model", ckpt.model), ("optim", ckpt.optim), ("rng", ckpt.rng), ("device", ckpt.device)):
         for name, tensor in group.items():
             tensors[f"{prefix}.{name}"] = tensor.detach().to("cpu").contiguous().clone()
     meta = {"format": FORMAT, **ckpt.meta}
@@ -83,12 +84,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if missing:
         raise CheckpointError(f"{path}: its metadata lacks {', '.join(missing)}; the file was not written by mtl "
                               "or was edited")
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "rng": {}, "device": {}}
     for key, tensor in tensors.items():
         prefix, _, name = key.partition(".")
         if prefix in groups:
             groups[prefix][name] = tensor
-    return Checkpoint(meta, groups["model"], groups["optim"], groups["rng"], path)
+    return Checkpoint(meta, groups["model"], groups["optim"], groups["rng"], path, groups["device"])
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path | None,

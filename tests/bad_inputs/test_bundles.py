@@ -57,7 +57,30 @@ BUNDLE_FAULTS = {
     "onnx-not-onnx": (lambda b: replace_file(b, "embed.onnx", b"\x08\x07not a model at all"), "embed.onnx: not an"),
     "onnx-inputs-differ": (_swap_graph_input, "embed.onnx: graph inputs ['pixels'] do not match"),
     "npz-with-pickle": (lambda b: replace_file(b, "init.npz", _pickled_npz()), "init.npz: not a readable .npz"),
+    "background-not-in-init": (_edit(lambda m: m.update(open_set=_open_set(background=4))),
+                               "init.arrays must be ['open_set_background']"),
+    "background-rows-differ": (lambda b: _background(b, rows=3, declared=5),
+                               "init.npz: open_set_background has shape [3, 8], manifest.json says [5, 8]"),
+    "background-count-zero": (_edit(lambda m: m.update(open_set=_open_set(background=0))),
+                              "open_set.background must be between 1 and 4096"),
+    "background-not-finite": (lambda b: _background(b, rows=2, declared=2, fill=np.nan),
+                              "init.npz: open_set_background must hold finite floats"),
 }
+
+
+def _open_set(**extra) -> dict:
+    return {"known_loss": 0.05, "thresholds": {"1": 0.1}, **extra}
+
+
+def _background(bundle: Path, rows: int, declared: int, fill: float = 0.5) -> None:
+    """A background of `rows` rows in init.npz, the manifest declaring `declared`."""
+    from tests.device_runtime.bundle_factory import DIM, add_background
+
+    add_background(bundle, np.full((rows, DIM), fill), {"1": 0.1})
+    meta = read_manifest(bundle)
+    meta["open_set"]["background"] = declared
+    meta["init"]["arrays"]["open_set_background"] = [declared, DIM]
+    write_manifest(bundle, meta)
 
 
 def _pickled_npz() -> bytes:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mtl.cli.app import app
 from mtl.device_runtime import Adapter, Bundle, open_set
 from mtl.device_runtime.errors import ConfigError
-from tests.device_runtime.bundle_factory import glyph, write_bundle, write_support
+from tests.device_runtime.bundle_factory import DIM, glyph, write_bundle, write_support
 
 runner = CliRunner()
 
@@ -28,7 +28,7 @@ def test_the_auto_threshold_is_the_closest_a_support_image_comes_to_another_clas
 
 def test_an_explicit_threshold_is_checked():
     assert open_set.parse_reject("auto") == "auto" and open_set.parse_reject("0.5") == 0.5
-    for bad in ("2", "sometimes", "nan"):
+    for bad in ("2.5", "sometimes", "nan"):
         with pytest.raises(ConfigError, match="--reject|reject must"):
             open_set.parse_reject(bad)
 
@@ -83,7 +83,11 @@ def test_the_bundles_calibrated_thresholds_are_used_interpolated_in_log_shots(tm
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.update(known_loss=0), "known_loss"), (lambda s: s["thresholds"].update(x=0.5), "shot counts"),
-    (lambda s: s["thresholds"].update({"1": 2.0}), "similarity"), (lambda s: s.pop("thresholds"), "thresholds")])
+    (lambda s: s["thresholds"].update({"1": 2.5}), r"score in \[-2, 2\]"),
+    (lambda s: s.pop("thresholds"), "thresholds"),
+    (lambda s: s.update(background=0), "open_set.background must be between 1 and 4096"),
+    (lambda s: s.update(background=True), "open_set.background must be an integer"),
+    (lambda s: s.update(background=3), "init.arrays must be")])  # rows that init.npz does not hold
 def test_a_bad_open_set_section_is_refused_in_one_line(tmp_path, edit, message):
     from mtl.device_runtime.errors import BundleError
     from tests.device_runtime.bundle_factory import read_manifest, write_manifest
@@ -96,3 +100,45 @@ def test_a_bad_open_set_section_is_refused_in_one_line(tmp_path, edit, message):
     with pytest.raises(BundleError, match=message) as info:
         Bundle.load(bundle)
     assert "\n" not in str(info.value)
+
+
+def test_the_score_is_relative_to_the_background_of_training_classes():
+    protos = open_set.prototypes(np.eye(4)[:2], np.arange(2), 2)
+    background = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.6, 0.8, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    images = np.array([[1.0, 0.0, 0.0, 0.0], [0.6, 0.0, 0.8, 0.0]])
+    plain = open_set.scores(images, protos)
+    near = np.sort(images / np.linalg.norm(images, axis=1, keepdims=True) @ background.T, axis=1)[:, -3:].mean(axis=1)
+    got = open_set.scores(images, protos, background)
+    np.testing.assert_allclose(got, plain - near, rtol=0, atol=8 * np.finfo(np.float64).eps)
+    # the second image is as close to class 0 (0.6) as to the background's third row: relative score below 0
+    assert plain[1] == pytest.approx(0.6) and got[1] < 0 < got[0]
+    # leave-one-class-out is relative too: each support image against the other prototype, minus its background
+    # (image 0: 0 − mean(0, 0, 1); image 1: 0 − mean(0, 0, 0.6), the highest)
+    assert open_set.auto_threshold(np.eye(4)[:2], np.arange(2), 2, background) == pytest.approx(-0.2)
+
+
+def test_a_calibrated_background_is_used_and_makes_auto_the_cli_default(tmp_path):
+    from tests.device_runtime.bundle_factory import add_background
+
+    support = write_support(tmp_path / "support", ["a", "b", "c"])
+    image = next((support / "a").iterdir())
+    for name, background in (("plain", None), ("calibrated", np.full((3, DIM), DIM ** -0.5))):
+        bundle = write_bundle(tmp_path / name)
+        if background is not None:
+            add_background(bundle, background, {"1": 0.05, "5": 0.1})
+        state = tmp_path / f"{name}-state"
+        assert runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(state)]).exit_code == 0
+        result = runner.invoke(app, ["predict", str(state), str(image), "--json"])
+        assert result.exit_code == 0, result.output
+        (record,) = json.loads(result.output)
+        adapter = Adapter.load(state)
+        _, _, scores, _ = adapter.predict_scored([image], "auto")
+        assert record["score"] == pytest.approx(float(scores[0]), rel=0, abs=1e-12)
+        if background is None:  # off by default: no threshold, and the score is the plain similarity
+            assert "threshold" not in record
+        else:
+            shots = adapter.result.support / len(adapter.result.classes)
+            assert record["threshold"] == pytest.approx(open_set.calibrated_threshold({"1": 0.05, "5": 0.1}, shots))
+            sims = open_set.scores(adapter.bundle.embed(adapter._as_batch([image])),
+                                   open_set.prototypes(*adapter._support_set(), 3))
+            assert record["score"] < float(sims[0])  # relative to a background it is similar to

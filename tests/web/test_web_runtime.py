@@ -14,6 +14,7 @@ from mtl.device_runtime import Bundle
 from mtl.device_runtime.adapter import Adapter
 from mtl.device_runtime.archive import zip_bytes
 from mtl.device_runtime.errors import BundleError
+from mtl.device_runtime.open_set import default_reject
 from mtl.device_runtime.preprocess import RESIZE_METHODS, InputSpec, to_uint8
 from tests.tolerance import assert_float_close
 from tests.web.harness import browser_jobs, node_jobs, rgba_job, url
@@ -299,8 +300,15 @@ def test_the_page_refuses_a_tampered_bundle_before_any_graph_is_made(page_runs, 
 
 
 def test_the_demo_page_used_as_a_person_would_learns_the_classes_and_keeps_them(page_runs, conv4_bundle):
-    page, (_, labels, probs, _, _) = page_runs[0]["ui"], page_runs[1]
-    support = conv4_bundle[1]
+    page, (_, _, probs, _, _) = page_runs[0]["ui"], page_runs[1]
+    path, support, query, _ = conv4_bundle
+    # the page's "unknown" box starts as `mtl predict`'s --reject default: on for a bundle with a background
+    adapter = Adapter(Bundle.load(path))
+    assert default_reject(adapter.bundle.manifest.open_set) == "auto"  # the suite's calibrated Conv-4
+    for name, paths in support.items():
+        adapter.add_examples(name, paths)
+    adapter.adapt()
+    labels = adapter.predict(query, reject="auto")[0]
     assert "error" not in page, page.get("error")
     assert page["adapted"].startswith(f"adapted to {len(support)} classes"), page["adapted"]
     shown = [line.split(" — ") for line in page["results"]]
@@ -430,13 +438,18 @@ def test_signed_bundles_are_checked_by_the_web_runtime_as_by_python(tmp_path):
     assert results[-1]["error"].startswith(f"ConfigError: {not_a_key} is not an unencrypted PEM public key")
 
 
-@pytest.mark.parametrize("reject", ["auto", "calibrated", 0.9])
+@pytest.mark.parametrize("reject", ["auto", "calibrated", "background", 0.9])
 def test_node_says_unknown_where_the_python_runtime_does(reject, tmp_path):
     """`reject`: leave-one-class-out `auto`, `auto` with the bundle's calibrated thresholds (interpolated in log K at
-    3 shots), or an explicit similarity: the same scores, threshold and "unknown" labels."""
-    from tests.device_runtime.bundle_factory import read_manifest, write_bundle, write_manifest
+    3 shots), the same with scores relative to a background in init.npz, or an explicit score: the same scores,
+    threshold and "unknown" labels."""
+    from tests.device_runtime.bundle_factory import DIM, add_background, read_manifest, write_bundle, write_manifest
 
     directory = write_bundle(tmp_path / "bundle", head_init="proto")
+    if reject == "background":
+        rows = np.random.default_rng(5).normal(size=(7, DIM))
+        add_background(directory, rows / np.linalg.norm(rows, axis=1, keepdims=True), {"1": 0.1, "5": 0.3})
+        reject = "auto"
     if reject == "calibrated":
         manifest = read_manifest(directory)
         manifest["open_set"] = {"known_loss": 0.05, "thresholds": {"1": 0.55, "5": 0.8}, "ways": 5, "episodes": 9}

@@ -5,7 +5,7 @@
 // rolled back, then predict.onnx at the manifest's calibrated temperature.
 import { BundleError, ConfigError, DataError } from "./errors.js";
 import { tensor } from "./bundle.js";
-import { isPrintable, LIMITS } from "./manifest.js";
+import { BACKGROUND, isPrintable, LIMITS } from "./manifest.js";
 import * as openSet from "./open_set.js";
 import { preprocess } from "./preprocess.js";
 
@@ -258,7 +258,7 @@ export class Adapter {
   }
 
   // Images → { labels, probabilities (B × N, over result.classes), scores, threshold }. With `reject` ("auto" or a
-  // similarity threshold) an image of none of the classes is labelled "unknown" (open_set.js).
+  // score threshold) an image of none of the classes is labelled "unknown" (open_set.js).
   async predict(images, { reject = null } = {}) {
     const [weight, bias] = this.adaptedHead();
     const batch = this.asBatch(images);
@@ -273,8 +273,10 @@ export class Adapter {
     checkFinite(probs, "predict.onnx", "the adapted head or the bundle is broken (adapt again)");
     const n = weight.shape[0];
     const [support, supportLabels] = await this.supportSet();
-    const scores = openSet.scores(features, openSet.prototypes(support, supportLabels, n));
-    const limit = openSet.threshold(reject, support, supportLabels, n, this.bundle.manifest.openSet?.thresholds);
+    const background = this.bundle.init[BACKGROUND] ?? null;
+    const scores = openSet.scores(features, openSet.prototypes(support, supportLabels, n), background);
+    const limit = openSet.threshold(reject, support, supportLabels, n, this.bundle.manifest.openSet?.thresholds,
+      background);
     if (limit !== null && this.result.classes.includes(openSet.UNKNOWN)) {
       throw new ConfigError(`a class is named '${openSet.UNKNOWN}', the label of a rejected image: rename it to predict with reject`);
     }

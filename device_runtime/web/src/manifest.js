@@ -14,6 +14,8 @@ export const STANDARD_DOMAINS = new Set(["", "ai.onnx", "ai.onnx.ml"]);
 export const DTYPES = ["float32", "float16", "float64", "int64", "int32", "uint8", "bool"];
 export const GRAPH_NAMES = ["embed", "init_head", "adapt_step", "predict"];
 export const CONTEXT_GRAPHS = ["embed_prefix", "context_step", "embed_suffix"];
+export const BACKGROUND = "open_set_background"; // init.npz: the open-set background (open_set.background rows)
+export const MAX_BACKGROUND = 4096;
 export const RESIZE_METHODS = ["bilinear", "bicubic", "nearest", "lanczos", "box"];
 export const LIMITS = {
   "input.size": [8, 1024],
@@ -162,6 +164,7 @@ function fromDict(m) {
   const [rule, state] = updateRule(adapt, learnedLr);
   const init = need(m, "init", "dict", "");
   const context = has(m, "context") ? contextSection(need(m, "context", "dict", "")) : null;
+  const openSetSection = has(m, "open_set") ? openSet(need(m, "open_set", "dict", "")) : null;
   const headType = choice(head, "type", HEAD_TYPES, "head");
   const headInit = choice(head, "init", HEAD_INITS, "head");
   const steps = inRange(need(adapt, "steps", "int", "adapt"), "adapt.steps");
@@ -169,7 +172,11 @@ function fromDict(m) {
   const opset = inRange(need(m, "opset", "int", ""), "opset");
   const graphs = graphSection(m, input, dim, state, context);
   const initFile = member(need(init, "file", "str", "init"), "init.file");
-  const arrays = initArrays(init, learnedLr ? { lr_weight: [1, dim], lr_bias: [1] } : {});
+  const background = openSetSection && has(openSetSection, "background") ? Number(openSetSection.background) : 0;
+  const arrays = initArrays(init, {
+    ...(learnedLr ? { lr_weight: [1, dim], lr_bias: [1] } : {}),
+    ...(background ? { [BACKGROUND]: [background, dim] } : {}),
+  });
   const files = fileSection(m);
   const manifest = {
     schema, producer, input, featureDim: dim, headType, headInit, steps, lr, learnedLr, opset, graphs,
@@ -178,7 +185,7 @@ function fromDict(m) {
     quantization: has(m, "quantization") ? need(m, "quantization", "dict", "") : null,
     calibration: has(m, "calibration") ? calibrationSection(need(m, "calibration", "dict", "")) : null,
     rule, state, context,
-    openSet: has(m, "open_set") ? openSet(need(m, "open_set", "dict", "")) : null,
+    openSet: openSetSection,
   };
   const missing = [...Object.values(graphs).map((gr) => gr.file), initFile].filter((f) => !files.has(f));
   if (missing.length) fail(`${MANIFEST}: files has no sha256 for ${repr(missing[0])}`);
@@ -238,8 +245,14 @@ function openSet(section) {
     if (!/^[0-9]+$/.test(shots) || !(Number(shots) >= 1 && Number(shots) <= 1 << 20)) {
       fail(`${MANIFEST}: open_set.thresholds keys must be shot counts ("1", "5"), got ${repr(shots, 20)}`);
     }
-    if (!is(value, "number") || !(Number(value) >= -1 && Number(value) <= 1)) {
-      fail(`${MANIFEST}: open_set.thresholds.${shots} must be a similarity in [-1, 1], got ${repr(value, 40)}`);
+    if (!is(value, "number") || !(Number(value) >= -2 && Number(value) <= 2)) {
+      fail(`${MANIFEST}: open_set.thresholds.${shots} must be a score in [-2, 2], got ${repr(value, 40)}`);
+    }
+  }
+  if (has(section, "background")) {
+    const rows = need(section, "background", "int", "open_set");
+    if (!(Number(rows) >= 1 && Number(rows) <= MAX_BACKGROUND)) {
+      fail(`${MANIFEST}: open_set.background must be between 1 and ${MAX_BACKGROUND}, got ${repr(rows, 40)}`);
     }
   }
   return section;
@@ -322,7 +335,7 @@ function initArrays(init, expected) {
   }
   const want = Object.keys(expected).sort();
   if (JSON.stringify([...names].sort()) !== JSON.stringify(want)) {
-    fail(`${MANIFEST}: init.arrays must be ${repr(want)} (adapt.learned_lr), got ${repr([...names].sort(), 80)}`);
+    fail(`${MANIFEST}: init.arrays must be ${repr(want)} (adapt.learned_lr, open_set.background), got ${repr([...names].sort(), 80)}`);
   }
   for (const name of want) {
     if (JSON.stringify(arrays[name]) !== JSON.stringify(expected[name])) {

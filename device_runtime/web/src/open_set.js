@@ -1,11 +1,13 @@
 // Open-set recognition: is an image one of the adapted classes at all? The Python runtime's rule
 // (device_runtime/open_set.py): the score of an image is its cosine similarity to the nearest class prototype (the
-// unit mean of a class's unit support features); `auto` is the bundle's calibrated threshold at this support set's
+// unit mean of a class's unit support features), minus its mean similarity to the BACKGROUND_TOP nearest rows of
+// the bundle's background (init.npz open_set_background) when it has one; `auto` is the bundle's calibrated threshold at this support set's
 // shots (linear in log K between the calibrated K, clamped), or without one the highest similarity of a support
 // image to ANOTHER class's prototype (leave-one-class-out). Computed in float64, as numpy does.
 import { ConfigError } from "./errors.js";
 
 export const UNKNOWN = "unknown";
+export const BACKGROUND_TOP = 3;
 
 function unitRows(array) {
   const [m, d] = array.shape;
@@ -47,14 +49,35 @@ function similarities(features, protos) {
   return out;
 }
 
-// Each image's similarity to its nearest prototype.
-export function scores(features, protos) {
-  const n = protos.shape[0];
-  const sims = similarities(features, protos);
-  return Array.from({ length: features.shape[0] }, (_, i) => Math.max(...sims.subarray(i * n, (i + 1) * n)));
+// Each image's mean similarity to its BACKGROUND_TOP nearest background rows (zeros without a background), summed
+// in ascending order as numpy's mean of the sorted tail does.
+function backgroundNear(features, background) {
+  const m = features.shape[0];
+  if (!background || !background.shape[0]) return new Float64Array(m);
+  const c = background.shape[0];
+  const k = Math.min(BACKGROUND_TOP, c);
+  const sims = similarities(features, unitRows(background));
+  return Float64Array.from({ length: m }, (_, i) => {
+    const tail = Array.from(sims.subarray(i * c, (i + 1) * c)).sort((a, b) => a - b).slice(c - k);
+    return tail.reduce((sum, v) => sum + v, 0) / k;
+  });
 }
 
-export function threshold(reject, features, labels, n, calibrated) {
+// Each image's score: its similarity to its nearest prototype, relative to the background when there is one.
+export function scores(features, protos, background = null) {
+  const n = protos.shape[0];
+  const sims = similarities(features, protos);
+  const near = backgroundNear(features, background);
+  return Array.from({ length: features.shape[0] }, (_, i) => Math.max(...sims.subarray(i * n, (i + 1) * n)) - near[i]);
+}
+
+// The page's "unknown" box when a bundle opens: on for a bundle calibrated against a background (what
+// `mtl predict` does without --reject), else off.
+export function defaultReject(section) {
+  return section && Object.prototype.hasOwnProperty.call(section, "background") ? "auto" : "off";
+}
+
+export function threshold(reject, features, labels, n, calibrated, background = null) {
   if (reject === null || reject === undefined || reject === "off") return null;
   if (reject === "auto") {
     if (calibrated && Object.keys(calibrated).length) {
@@ -71,14 +94,15 @@ export function threshold(reject, features, labels, n, calibrated) {
       return points[points.length - 1][1];
     }
     const sims = similarities(features, prototypes(features, labels, n));
+    const near = backgroundNear(features, background);
     let best = -Infinity;
     labels.forEach((own, i) => {
-      for (let c = 0; c < n; c++) if (c !== own) best = Math.max(best, sims[i * n + c]);
+      for (let c = 0; c < n; c++) if (c !== own) best = Math.max(best, sims[i * n + c] - near[i]);
     });
     return best;
   }
-  if (typeof reject !== "number" || !(reject >= -1 && reject <= 1)) {
-    throw new ConfigError(`reject must be 'off', 'auto' or a similarity from -1 to 1, got ${reject}`);
+  if (typeof reject !== "number" || !(reject >= -2 && reject <= 2)) {
+    throw new ConfigError(`reject must be 'off', 'auto' or a score from -2 to 2, got ${reject}`);
   }
   return reject;
 }

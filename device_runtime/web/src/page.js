@@ -4,6 +4,7 @@
 import * as ort from "./ort.wasm.min.mjs"; // onnxruntime-web, served beside the page (build.mjs)
 import { Adapter, Bundle } from "./index.js";
 import { decodeImage } from "./decode.js";
+import { defaultReject } from "./open_set.js";
 import * as store from "./store.js";
 
 const here = new URL("./", location.href).href;
@@ -50,6 +51,7 @@ async function openBundle(bytes, label) {
   bundle = loaded;
   adapter = new Adapter(bundle);
   const m = bundle.manifest;
+  $("reject").checked = defaultReject(m.openSet) === "auto";
   const algorithm = typeof m.producer.algorithm === "string" ? m.producer.algorithm : "?";
   $("bundle-info").textContent = `${label}: ${algorithm}, ${m.input.size}×${m.input.size}×${m.input.channels}, ` +
     `${m.featureDim}-d features, ${m.headType} head, ${m.steps} steps of lr ${m.lr}` +

@@ -102,7 +102,8 @@ def test_the_open_set_thresholds_lose_the_chosen_share_of_validation_knowns_and_
                                                                                                   tmp_path):
     from mtl.device_runtime import open_set
     from mtl.device_runtime.preprocess import normalize
-    from mtl.pipeline.train.calibrate import KNOWN_LOSS, validation_classes
+    from mtl.device_runtime.schema import BACKGROUND
+    from mtl.pipeline.train.calibrate import KNOWN_LOSS, producer_classes, validation_classes
 
     run, file, _ = calibrated
     ckpt = load_checkpoint(file)
@@ -111,6 +112,14 @@ def test_the_open_set_thresholds_lose_the_chosen_share_of_validation_knowns_and_
     export_bundle(run, tmp_path / "b")
     bundle = Bundle.load(tmp_path / "b")
     assert bundle.manifest.open_set["thresholds"] == section["thresholds"]
+    # the background is the unit mean of every training class's features, as the device embeds them
+    train = producer_classes(ckpt, ("train",))["train"]
+    background = bundle.init[BACKGROUND]
+    assert section["background"] == train.num_classes and background.shape == (train.num_classes, bundle.feature_dim)
+    train_features = bundle.embed(normalize(train.images.numpy(), bundle.input_spec))
+    means = open_set.prototypes(train_features, train.labels().numpy(), train.num_classes)
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(background, means, rtol=0, atol=64 * eps)  # float32 features, torch vs onnxruntime
     # on fresh validation episodes through the device runtime, about KNOWN_LOSS of the knowns fall below it
     val, rng = validation_classes(ckpt), np.random.default_rng(11)
     features = bundle.embed(normalize(val.images.numpy(), bundle.input_spec))
@@ -119,7 +128,7 @@ def test_the_open_set_thresholds_lose_the_chosen_share_of_validation_knowns_and_
         classes = rng.choice(val.num_classes, 5, replace=False)
         rows = [int(val.offsets[c]) + rng.permutation(int(val.counts[c])) for c in classes]
         protos = open_set.prototypes(features[np.concatenate([r[:1] for r in rows])], np.arange(5), 5)
-        scores = open_set.scores(features[np.concatenate([r[1:11] for r in rows])], protos)
+        scores = open_set.scores(features[np.concatenate([r[1:11] for r in rows])], protos, background)
         lost.append(float((scores < section["thresholds"]["1"]).mean()))
     share, ci = float(np.mean(lost)), 1.96 * float(np.std(lost, ddof=1)) / np.sqrt(len(lost))
     assert abs(share - KNOWN_LOSS) < ci + 0.02, (share, ci)
