@@ -302,7 +302,8 @@ class Adapter:
         background = self.bundle.init.get(BACKGROUND)
         score = open_set.scores(features, open_set.prototypes(support, labels, len(classes)), background)
         calibrated = (self.bundle.manifest.open_set or {}).get("thresholds")
-        limit = open_set.threshold(reject, support, labels, len(classes), calibrated, background)
+        limit = open_set.threshold(reject, support, labels, len(classes), calibrated, background,
+                                   shots=self.result.shots)  # variants are not shots
         if limit is not None and open_set.UNKNOWN in classes:
             raise ConfigError(f"a class is named {open_set.UNKNOWN!r}, the label of a rejected image: rename it to "
                               "predict with reject")

@@ -70,14 +70,16 @@ def calibrated_threshold(thresholds: dict[str, float], shots: float) -> float:
 
 
 def threshold(reject: str | float | None, features: np.ndarray, labels: np.ndarray, n: int,
-              calibrated: dict[str, float] | None = None, background: np.ndarray | None = None) -> float | None:
+              calibrated: dict[str, float] | None = None, background: np.ndarray | None = None,
+              shots: float | None = None) -> float | None:
     """The threshold `reject` asks for: None (off), the `auto` rule (the `calibrated` thresholds of the bundle
-    at this support set's K, else leave-one-class-out), or an explicit score in [-2, 2]."""
+    at this support set's K — `shots`, the real images per class, when augmented variants are among the
+    `features`; else leave-one-class-out), or an explicit score in [-2, 2]."""
     if reject is None or reject == "off":
         return None
     if reject == "auto":
         if calibrated:
-            return calibrated_threshold(calibrated, len(labels) / max(n, 1))
+            return calibrated_threshold(calibrated, len(labels) / max(n, 1) if shots is None else shots)
         return auto_threshold(features, labels, n, background)
     if isinstance(reject, bool) or not isinstance(reject, int | float) or not -2.0 <= float(reject) <= 2.0:
         raise ConfigError(f"reject must be 'off', 'auto' or a score from -2 to 2, got {reject!r:.40}")

@@ -142,3 +142,19 @@ def test_a_calibrated_background_is_used_and_makes_auto_the_cli_default(tmp_path
             sims = open_set.scores(adapter.bundle.embed(adapter._as_batch([image])),
                                    open_set.prototypes(*adapter._support_set(), 3))
             assert record["score"] < float(sims[0])  # relative to a background it is similar to
+
+
+def test_augmented_variants_do_not_count_as_shots_for_the_calibrated_threshold(tmp_path):
+    from tests.device_runtime.bundle_factory import read_manifest, write_manifest
+
+    bundle = write_bundle(tmp_path / "bundle")
+    meta = read_manifest(bundle)
+    meta["open_set"] = {"known_loss": 0.05, "thresholds": {"1": 0.25, "5": 0.35}}
+    write_manifest(bundle, meta)
+    adapter = Adapter(Bundle.load(bundle))
+    rng = np.random.default_rng(0)
+    for label in range(3):  # one drawing each, and 8 variants of it: still a one-shot support set
+        adapter.add_examples(f"c{label}", [glyph(label, rng)], augment=8)
+    adapter.adapt()
+    *_, limit = adapter.predict_scored([glyph(0, rng)], "auto")
+    assert adapter.result.support == 27 and limit == pytest.approx(0.25)

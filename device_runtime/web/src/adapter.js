@@ -276,7 +276,7 @@ export class Adapter {
     const background = this.bundle.init[BACKGROUND] ?? null;
     const scores = openSet.scores(features, openSet.prototypes(support, supportLabels, n), background);
     const limit = openSet.threshold(reject, support, supportLabels, n, this.bundle.manifest.openSet?.thresholds,
-      background);
+      background, this.shots); // variants are not shots
     if (limit !== null && this.result.classes.includes(openSet.UNKNOWN)) {
       throw new ConfigError(`a class is named '${openSet.UNKNOWN}', the label of a rejected image: rename it to predict with reject`);
     }

@@ -77,12 +77,12 @@ export function defaultReject(section) {
   return section && Object.prototype.hasOwnProperty.call(section, "background") ? "auto" : "off";
 }
 
-export function threshold(reject, features, labels, n, calibrated, background = null) {
+export function threshold(reject, features, labels, n, calibrated, background = null, shots = null) {
   if (reject === null || reject === undefined || reject === "off") return null;
   if (reject === "auto") {
     if (calibrated && Object.keys(calibrated).length) {
       const points = Object.entries(calibrated).map(([k, v]) => [Math.log(Number(k)), Number(v)]).sort((a, b) => a[0] - b[0]);
-      const x = Math.log(Math.max(labels.length / Math.max(n, 1), 1e-9));
+      const x = Math.log(Math.max(shots ?? labels.length / Math.max(n, 1), 1e-9));
       if (x <= points[0][0]) return points[0][1];
       for (let i = 1; i < points.length; i++) {
         if (x <= points[i][0]) {
