@@ -6,7 +6,8 @@ alphabet), whose queries are half from the N classes (Q per class) and half from
 (b) `same`: other test classes of the same superclass, and (a′) `unseen`: validation classes of ONE other
 superclass, scored with the bundle's open-set background less every training class of that superclass — what (a)
 would be if nobody had trained on any class of the unknowns' alphabet (the background, the producer's training
-classes' means, is what the score is relative to, and (a)'s unknowns share alphabets with it). Per episode,
+classes' means, is what the score is relative to, and (a)'s unknowns share alphabets with it). With a background,
+`trained.known_rejected` is the share of knowns lost when the N classes are ones the producer TRAINED on. Per episode,
 through the device runtime (`embed.onnx`, the runtime's own `device_runtime.open_set` scores and `auto` threshold):
 
 - AUROC of the score, known queries against unknown ones (rule-free);
@@ -128,6 +129,9 @@ def measure(bundle_path: Path, data_spec: str | None, count: int, seed: int, set
     if background is not None:  # which training class, and so which superclass, each background row is
         by_name = {name: i for i, name in enumerate(data.class_names)}
         train = [by_name[c] for c in producer["splits"].get("train", []) if c in by_name]
+        if not train:
+            raise SystemExit("error: none of the bundle's training classes is in the data; the unseen kind needs "
+                             "them to tell which background rows belong to which superclass")
         means = open_set.prototypes(features(np.concatenate([int(data.offsets[c]) + np.arange(int(data.counts[c]))
                                                              for c in train])),
                                     np.repeat(np.arange(len(train)), [int(data.counts[c]) for c in train]), len(train))
@@ -156,6 +160,18 @@ def measure(bundle_path: Path, data_spec: str | None, count: int, seed: int, set
                 per[f"{kind}.auroc"].append(auroc(known_score, unknown_score))
                 per[f"{kind}.auroc_probability"].append(auroc(known_prob, unknown_prob))
                 per[f"{kind}.unknown_rejected"].append(float((unknown_score < limit).mean()))
+        if background is not None:  # knowns of classes the producer TRAINED on (a deploy model meets them too)
+            pick = np.random.default_rng([seed, 2])
+            for _ in range(count):
+                classes = pick.choice(train, ways, replace=False)
+                rows = [int(data.offsets[c]) + pick.choice(int(data.counts[c]), shots + QUERIES, replace=False)
+                        for c in classes]
+                sf = features(np.concatenate([r[:shots] for r in rows]))
+                labels = np.repeat(np.arange(ways), shots)
+                limit = open_set.threshold("auto", sf, labels, ways, calibrated, background)
+                scores = open_set.scores(features(np.concatenate([r[shots:] for r in rows])),
+                                         open_set.prototypes(sf, labels, ways), background)
+                per["trained.known_rejected"].append(float((scores < limit).mean()))
         cell = {key: mean_ci(values) for key, values in per.items()}
         for kind in KINDS:
             cell[f"{kind}.auroc_vs_probability"] = mean_ci(

@@ -150,13 +150,18 @@ def predict(
     from mtl.device_runtime import Adapter, jsonio
     from mtl.device_runtime.atomic import check_png_target
     from mtl.device_runtime.contact_sheet import save_contact_sheet
-    from mtl.device_runtime.open_set import default_reject, parse_reject
+    from mtl.device_runtime.open_set import UNKNOWN, default_reject, parse_reject
 
     if show is not None:
         check_png_target(show, "--show")
     rule = parse_reject(reject) if reject else None
     adapter = Adapter.load(adapted, intra_op_num_threads=threads)
-    rule = default_reject(adapter.bundle.manifest.open_set) if rule is None else rule
+    if rule is None:
+        rule = default_reject(adapter.bundle.manifest.open_set)
+        if rule == "auto" and UNKNOWN in adapter.result.classes:  # its label would be ambiguous: not by default
+            rule = "off"
+            typer.echo(f"note: a class is named {UNKNOWN!r}, so --reject is off (rename it to predict with "
+                       "reject)", err=True)
     labels, probs, scores, limit = adapter.predict_scored(images, rule)
     classes = adapter.result.classes
     records = [{"image": str(path), "label": label, "probability": float(row.max()),

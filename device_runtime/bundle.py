@@ -318,8 +318,8 @@ def _load_init(manifest: Manifest, files: dict[str, bytes]) -> dict[str, np.ndar
     for key, array in arrays.items():
         if list(array.shape) != declared[key]:
             raise BundleError(f"{file}: {key} has shape {list(array.shape)}, manifest.json says {declared[key]}")
-        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
-            raise BundleError(f"{file}: {key} must hold finite floats, got {array.dtype}")
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array.astype(np.float32)).all():
+            raise BundleError(f"{file}: {key} must hold finite floats, got {array.dtype}")  # finite as float32 too
     return {key: array.astype(np.float32) for key, array in arrays.items()}
 
 

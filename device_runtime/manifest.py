@@ -252,21 +252,24 @@ def _update_rule(adapt: dict, learned_lr: bool) -> tuple[str, int]:
 
 
 def _open_set(section: dict) -> dict[str, Any]:
-    """`open_set`: the share of known images the thresholds lose, a threshold (a score in [-2, 2]) per shot count
-    K (keys "1", "5", …), and optionally `background`, the number of background rows `init.npz` holds (the score
-    is then relative to them, `device_runtime.open_set`); the rest is informative."""
+    """`open_set`: the share of known images the thresholds lose, a threshold per shot count K (keys "1", "5", …;
+    a score in [-2, 2] with a background, else a similarity in [-1, 1]), and optionally `background`, the number
+    of background rows `init.npz` holds (the score is then relative to them, `device_runtime.open_set`); the rest
+    is informative."""
     loss = need(section, "known_loss", "number", "open_set")
     if not 0 < loss < 1:
         raise BundleError(f"{MANIFEST}: open_set.known_loss must be between 0 and 1, got {loss!r:.40}")
     thresholds = need(section, "thresholds", "dict", "open_set")
+    # relative to a background a score lies in [-2, 2]; without one it is a cosine similarity
+    kind, bound = ("a score", 2) if "background" in section else ("a similarity", 1)
     if not 1 <= len(thresholds) <= 16:
         raise BundleError(f"{MANIFEST}: open_set.thresholds must hold 1 to 16 entries, got {len(thresholds)}")
     for shots, value in thresholds.items():
         if not (shots.isascii() and shots.isdigit()) or not 1 <= int(shots) <= 1 << 20:  # '²' is a digit to isdigit
             raise BundleError(f"{MANIFEST}: open_set.thresholds keys must be shot counts (\"1\", \"5\"), got "
                               f"{shots!r:.20}")
-        if not _is(value, "number") or not -2.0 <= value <= 2.0:
-            raise BundleError(f"{MANIFEST}: open_set.thresholds.{shots} must be a score in [-2, 2], got "
+        if not _is(value, "number") or not -bound <= value <= bound:
+            raise BundleError(f"{MANIFEST}: open_set.thresholds.{shots} must be {kind} in [-{bound}, {bound}], got "
                               f"{value!r:.40}")
     if "background" in section:
         rows = need(section, "background", "int", "open_set")

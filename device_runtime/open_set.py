@@ -5,7 +5,8 @@ unit support features), in the extractor's feature space: the head's probabiliti
 softmax over N classes sums to 1 whatever the image), while an image of an unknown class lies far from every
 prototype. A calibrated bundle also ships a BACKGROUND (`init.npz` `open_set_background`: the unit class means of
 the producer's training classes, `mtl calibrate`), and the score is then relative to it: the similarity to the
-nearest prototype minus the mean similarity to the `BACKGROUND_TOP` nearest background classes. A drawing that is
+nearest prototype minus the mean similarity to the `BACKGROUND_TOP` nearest background classes (not counting rows that
+are one of the adapted classes: `not_adapted`). A drawing that is
 merely "like the training data" then scores near 0 rather than high, and how tight a new alphabet's classes are
 cancels out of the threshold, so a threshold set on the producer's validation classes keeps its known-loss on
 classes nobody trained on (README; `benchmarks/open_set.py`).
@@ -27,6 +28,7 @@ from mtl.device_runtime.errors import ConfigError
 UNKNOWN = "unknown"
 REJECT_CHOICES = ("off", "auto")
 BACKGROUND_TOP = 3  # the score subtracts the mean similarity to this many nearest background classes
+SAME_CLASS = 0.95  # a background row this similar to a prototype is that class itself, not background
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -48,10 +50,20 @@ def _relative(sims: np.ndarray, features: np.ndarray, background: np.ndarray | N
     return sims - near.mean(axis=1).reshape((-1,) + (1,) * (sims.ndim - 1))
 
 
+def not_adapted(protos: np.ndarray, background: np.ndarray | None) -> np.ndarray | None:
+    """The background rows that are none of the adapted classes: a row more similar than `SAME_CLASS` to a
+    prototype is that class's training mean (a device adapting to a class the producer trained on), and an image
+    of it would be scored against its own class."""
+    if background is None or not len(background):
+        return background
+    return background[(protos @ _unit(background).T).max(axis=0) <= SAME_CLASS]
+
+
 def scores(features: np.ndarray, protos: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
     """Each image's score (B,): its cosine similarity to its nearest prototype, minus its mean similarity to the
-    nearest background classes when there is a `background` (C, D); high = one of the known classes."""
-    return _relative((_unit(features) @ protos.T).max(axis=1), features, background)
+    nearest background classes when there is a `background` (C, D), less the adapted classes themselves
+    (`not_adapted`); high = one of the known classes."""
+    return _relative((_unit(features) @ protos.T).max(axis=1), features, not_adapted(protos, background))
 
 
 def auto_threshold(features: np.ndarray, labels: np.ndarray, n: int, background: np.ndarray | None = None) -> float:
@@ -59,7 +71,7 @@ def auto_threshold(features: np.ndarray, labels: np.ndarray, n: int, background:
     protos = prototypes(features, labels, n)
     sims = _unit(features) @ protos.T  # (M, n)
     sims[np.arange(len(labels)), labels] = -np.inf  # its own class is the one left out
-    return float(_relative(sims, features, background).max())
+    return float(_relative(sims, features, not_adapted(protos, background)).max())
 
 
 def calibrated_threshold(thresholds: dict[str, float], shots: float) -> float:

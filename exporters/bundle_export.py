@@ -22,7 +22,7 @@ import torch
 from mtl.device_runtime.archive import zip_bytes
 from mtl.device_runtime.atomic import check_output, replace_dir
 from mtl.device_runtime.manifest import Manifest
-from mtl.device_runtime.schema import BACKGROUND, MANIFEST, STANDARD_DOMAINS, GraphIO, init_arrays
+from mtl.device_runtime.schema import BACKGROUND, MANIFEST, MAX_BACKGROUND, STANDARD_DOMAINS, GraphIO, init_arrays
 from mtl.device_runtime.signing import SIGNATURE, check_private_key, sign_manifest
 from mtl.exporters.deploy_model import DeployModel, deploy_model
 from mtl.exporters.graphs import example_inputs, export_graph, graph_functions, graph_interfaces
@@ -177,12 +177,14 @@ def _open_set(dm: DeployModel, ckpt: Checkpoint) -> dict[str, Any] | None:
     if dm.batch_statistics or dm.context is not None:
         return None
     section = ckpt.meta.get("device", {}).get("open_set")
-    background = ckpt.device.get(BACKGROUND)
-    if section and "background" in section and (background is None or list(background.shape) != [
-            section["background"], dm.feature_dim]):
-        raise CheckpointError(f"{ckpt.path}: its open-set calibration names a background of "
-                              f"{section['background']} classes that the checkpoint does not hold; run mtl "
-                              "calibrate again")
+    if not section or "background" not in section:
+        return section
+    background, rows = ckpt.device.get(BACKGROUND), section["background"]
+    if (isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows <= MAX_BACKGROUND or background is None
+            or list(background.shape) != [rows, dm.feature_dim] or not torch.isfinite(background.float()).all()):
+        raise CheckpointError(f"{ckpt.path}: its open-set calibration names a background of {rows!r:.20} classes "
+                              f"that the checkpoint does not hold as {BACKGROUND} (finite, {dm.feature_dim} "
+                              "features each); run mtl calibrate again")
     return section
 
 

@@ -19,9 +19,10 @@ size, and the temperature its probabilities are read at.
 - Open set (`mtl predict --reject auto`): the background, the unit class means of (at most `BACKGROUND_CLASSES`)
   TRAINING classes, each of at most `BACKGROUND_IMAGES` seeded images; then for K = 1 and 5 shots the score
   (`device_runtime.open_set`: similarity to the nearest class prototype minus that to the nearest background
-  classes) below which `KNOWN_LOSS` of the validation queries of KNOWN classes fall — the threshold that loses
-  that share of known images. Only known classes are needed to set it; the bundle ships both (`open_set`,
-  `init.npz`), and the device interpolates the threshold in log K. Not for extractors with batch statistics.
+  classes) below which at most `KNOWN_LOSS` of the validation queries of KNOWN classes fall, with 97.5 %
+  confidence over the episodes (`_at_most`) — the threshold that loses no more than that share of known images.
+  Only known classes are needed to set it; the bundle ships both (`open_set`, `init.npz`), and the device
+  interpolates the threshold in log K. Not for extractors with batch statistics.
 
 The result is `ckpt.meta["device"]`, which `load_learner` applies — so `mtl evaluate CKPT` and the exported
 bundle both adapt and report with it. The test classes are never looked at.
@@ -122,11 +123,12 @@ def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, s
     device = next(learner.parameters()).device
     with torch.no_grad():
         features = embed(body, val.images, val.spec, device).cpu().numpy()
-    ways, rng, thresholds = min(OPEN_SET_WAYS, val.num_classes), np.random.default_rng(seed), {}
+    ways, rng, thresholds, quantiles = min(OPEN_SET_WAYS, val.num_classes), np.random.default_rng(seed), {}, {}
     background = None
-    if train is not None and train.num_classes:
-        classes = np.sort(rng.permutation(train.num_classes)[:BACKGROUND_CLASSES])
-        rows = [int(train.offsets[c]) + np.sort(rng.permutation(int(train.counts[c]))[:BACKGROUND_IMAGES])
+    if train is not None and train.num_classes:  # its own generator: the episodes do not depend on it
+        pick = np.random.default_rng([seed, 1])
+        classes = np.sort(pick.permutation(train.num_classes)[:BACKGROUND_CLASSES])
+        rows = [int(train.offsets[c]) + np.sort(pick.permutation(int(train.counts[c]))[:BACKGROUND_IMAGES])
                 for c in classes]
         with torch.no_grad():
             train_features = embed(body, train.images[torch.from_numpy(np.concatenate(rows))], train.spec,
@@ -147,13 +149,26 @@ def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, s
             labels = np.repeat(np.arange(ways), shots)
             protos = open_set.prototypes(features[np.concatenate(support)], labels, ways)
             known.append(open_set.scores(features[np.concatenate(queries)], protos, background))
-        thresholds[str(shots)] = float(np.quantile(np.concatenate(known), KNOWN_LOSS))
+        quantiles[str(shots)], thresholds[str(shots)] = _at_most(known, KNOWN_LOSS)
     if not thresholds:
         return None
-    section = {"known_loss": KNOWN_LOSS, "ways": ways, "episodes": episodes, "thresholds": thresholds}
+    section = {"known_loss": KNOWN_LOSS, "ways": ways, "episodes": episodes, "thresholds": thresholds,
+               "quantiles": quantiles}
     if background is not None:
         section["background"] = len(background)
     return section, background
+
+
+def _at_most(known: list[np.ndarray], loss: float) -> tuple[float, float]:
+    """(q, the q-quantile of the episodes' known scores) such that the share of knowns below it is at most `loss`
+    with 97.5 % confidence: q = loss − 1.96 · the standard error of the per-episode share at the `loss`-quantile
+    (episodes vary, and a threshold set at `loss` itself would lose more than `loss` on half of all draws)."""
+    scores = np.concatenate(known)
+    at = np.quantile(scores, loss)
+    shares = np.array([float((k < at).mean()) for k in known])
+    margin = 1.96 * float(shares.std(ddof=1)) / math.sqrt(len(shares)) if len(shares) > 1 else 0.0
+    q = max(loss - margin, loss / 2)
+    return q, float(np.quantile(scores, q))
 
 
 def producer_classes(ckpt: Checkpoint, parts: tuple[str, ...] = ("val",)) -> dict[str, ClassImages]:

@@ -65,6 +65,8 @@ BUNDLE_FAULTS = {
                               "open_set.background must be between 1 and 4096"),
     "background-not-finite": (lambda b: _background(b, rows=2, declared=2, fill=np.nan),
                               "init.npz: open_set_background must hold finite floats"),
+    "background-beyond-float32": (lambda b: _background(b, rows=2, declared=2, fill=1e300, dtype=np.float64),
+                                  "init.npz: open_set_background must hold finite floats, got float64"),
 }
 
 
@@ -72,11 +74,11 @@ def _open_set(**extra) -> dict:
     return {"known_loss": 0.05, "thresholds": {"1": 0.1}, **extra}
 
 
-def _background(bundle: Path, rows: int, declared: int, fill: float = 0.5) -> None:
+def _background(bundle: Path, rows: int, declared: int, fill: float = 0.5, dtype=np.float32) -> None:
     """A background of `rows` rows in init.npz, the manifest declaring `declared`."""
     from tests.device_runtime.bundle_factory import DIM, add_background
 
-    add_background(bundle, np.full((rows, DIM), fill), {"1": 0.1})
+    add_background(bundle, np.full((rows, DIM), fill), {"1": 0.1}, dtype)
     meta = read_manifest(bundle)
     meta["open_set"]["background"] = declared
     meta["init"]["arrays"]["open_set_background"] = [declared, DIM]

@@ -194,14 +194,14 @@ def write_bundle(path: Path, *, head_type: str = "linear", head_init: str = "lea
     return path
 
 
-def add_background(path: Path, background: np.ndarray, thresholds: dict[str, float]) -> Path:
+def add_background(path: Path, background: np.ndarray, thresholds: dict[str, float], dtype=np.float32) -> Path:
     """Give the bundle directory at `path` a calibrated open set against `background` (C, D): the rows in
     init.npz, their count and the thresholds in the manifest (what `mtl calibrate` + `mtl export` ship)."""
     from mtl.device_runtime.schema import BACKGROUND
 
     meta = read_manifest(path)
     with np.load(path / "init.npz") as npz:
-        arrays = {**{k: npz[k] for k in npz.files}, BACKGROUND: np.asarray(background, np.float32)}
+        arrays = {**{k: npz[k] for k in npz.files}, BACKGROUND: np.asarray(background, dtype)}
     replace_file(path, "init.npz", npz_bytes(arrays))
     meta = {**read_manifest(path), "open_set": {"known_loss": 0.05, "thresholds": thresholds, "ways": 5,
                                                 "episodes": 10, "background": len(background)}}

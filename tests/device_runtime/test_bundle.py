@@ -131,7 +131,7 @@ def _set(meta: dict, path: str, value) -> None:
     ("head.init", "magic", "head.init must be one of learned, proto, zero"),
     ("graphs.adapt_step.outputs", [], "graphs.adapt_step.outputs must be"),
     ("graphs.embed.file", "../outside.onnx", "unsafe file name '../outside.onnx'"),
-    ("init.arrays.lr_weight", [1, 8], "init.arrays must be [] (adapt.learned_lr)"),
+    ("init.arrays.lr_weight", [1, 8], "init.arrays must be [] (adapt.learned_lr, open_set.background)"),
     ("files.embed.onnx", "ABC", "files.embed.onnx must be a lower-case sha256"),
     ("producer", "torch", "producer must be an object"),
     ("batch_statistics", "yes", "batch_statistics must be true or false"),

@@ -83,7 +83,8 @@ def test_the_bundles_calibrated_thresholds_are_used_interpolated_in_log_shots(tm
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.update(known_loss=0), "known_loss"), (lambda s: s["thresholds"].update(x=0.5), "shot counts"),
-    (lambda s: s["thresholds"].update({"1": 2.5}), r"score in \[-2, 2\]"),
+    (lambda s: s["thresholds"].update({"1": 1.5}), r"similarity in \[-1, 1\]"),
+    (lambda s: s.update(background=3) or s["thresholds"].update({"1": 2.5}), r"score in \[-2, 2\]"),
     (lambda s: s.pop("thresholds"), "thresholds"),
     (lambda s: s.update(background=0), "open_set.background must be between 1 and 4096"),
     (lambda s: s.update(background=True), "open_set.background must be an integer"),
@@ -104,17 +105,30 @@ def test_a_bad_open_set_section_is_refused_in_one_line(tmp_path, edit, message):
 
 def test_the_score_is_relative_to_the_background_of_training_classes():
     protos = open_set.prototypes(np.eye(4)[:2], np.arange(2), 2)
-    background = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.6, 0.8, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    background = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 0.6, 0.8, 0.0], [0.0, 0.0, 0.8, 0.6]])
     images = np.array([[1.0, 0.0, 0.0, 0.0], [0.6, 0.0, 0.8, 0.0]])
     plain = open_set.scores(images, protos)
     near = np.sort(images / np.linalg.norm(images, axis=1, keepdims=True) @ background.T, axis=1)[:, -3:].mean(axis=1)
     got = open_set.scores(images, protos, background)
     np.testing.assert_allclose(got, plain - near, rtol=0, atol=8 * np.finfo(np.float64).eps)
-    # the second image is as close to class 0 (0.6) as to the background's third row: relative score below 0
+    # the second image is 0.6 from class 0 but 0.8 / 0.64 / 0.64 from the background: relative score below 0
     assert plain[1] == pytest.approx(0.6) and got[1] < 0 < got[0]
     # leave-one-class-out is relative too: each support image against the other prototype, minus its background
-    # (image 0: 0 − mean(0, 0, 1); image 1: 0 − mean(0, 0, 0.6), the highest)
-    assert open_set.auto_threshold(np.eye(4)[:2], np.arange(2), 2, background) == pytest.approx(-0.2)
+    # (image 0: 0 − mean(0, 0, 0), the higher; image 1: 0 − mean(0, 0, 0.6))
+    assert open_set.auto_threshold(np.eye(4)[:2], np.arange(2), 2, background) == pytest.approx(0.0)
+
+
+def test_a_background_row_that_is_an_adapted_class_is_not_background():
+    """A device adapting to a class the producer trained on: that class's training mean, in the background, would
+    score its own images against themselves. Rows more similar than SAME_CLASS to a prototype are left out."""
+    protos = open_set.prototypes(np.eye(4)[:2], np.arange(2), 2)
+    twin = np.array([0.99, 0.141, 0.0, 0.0])  # cos 0.99 to class 0's prototype
+    background = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.6, 0.8], twin])
+    assert open_set.not_adapted(protos, background).tolist() == background[:3].tolist()
+    image = np.array([[1.0, 0.0, 0.0, 0.0]])
+    assert open_set.scores(image, protos, background) == pytest.approx(open_set.scores(image, protos, background[:3]))
+    # a background of the twin alone is no background
+    assert open_set.scores(image, protos, twin[None]) == pytest.approx(open_set.scores(image, protos))
 
 
 def test_a_calibrated_background_is_used_and_makes_auto_the_cli_default(tmp_path):
@@ -158,3 +172,19 @@ def test_augmented_variants_do_not_count_as_shots_for_the_calibrated_threshold(t
     adapter.adapt()
     *_, limit = adapter.predict_scored([glyph(0, rng)], "auto")
     assert adapter.result.support == 27 and limit == pytest.approx(0.25)
+
+
+def test_a_class_named_unknown_turns_the_default_reject_off_with_a_note(tmp_path):
+    from tests.device_runtime.bundle_factory import add_background
+
+    bundle = add_background(write_bundle(tmp_path / "bundle"), np.full((3, DIM), DIM ** -0.5), {"1": 0.05, "5": 0.1})
+    support = write_support(tmp_path / "support", ["unknown", "b", "c"])
+    state = tmp_path / "state"
+    assert runner.invoke(app, ["adapt", str(bundle), str(support), "--out", str(state)]).exit_code == 0
+    image = next((support / "unknown").iterdir())
+    result = runner.invoke(app, ["predict", str(state), str(image), "--json"])
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)
+    assert "threshold" not in record and "--reject is off" in result.stderr
+    asked = runner.invoke(app, ["predict", str(state), str(image), "--reject", "auto"])  # asked for: refused
+    assert asked.exit_code != 0 and "a class is named 'unknown'" in asked.stderr

@@ -331,7 +331,7 @@ def test_the_page_works_offline_once_loaded_with_its_classes(page_runs, conv4_bu
 def test_the_web_runtime_holds_the_schema_of_device_runtime_schema_py(tmp_path):
     """The JavaScript runtime's copy of the bundle's names, limits and graph interfaces is the Python schema's: a
     change to `device_runtime/schema.py` that the web runtime does not follow fails here."""
-    from mtl.device_runtime import archive, schema
+    from mtl.device_runtime import archive, open_set, schema
     from mtl.device_runtime.preprocess import RESIZE_METHODS
     from mtl.device_runtime.signing import SIGNATURE
 
@@ -346,6 +346,8 @@ def test_the_web_runtime_holds_the_schema_of_device_runtime_schema_py(tmp_path):
     assert js["STANDARD_DOMAINS"] == sorted(schema.STANDARD_DOMAINS)
     assert {k: tuple(v) for k, v in js["LIMITS"].items()} == schema.LIMITS
     assert (js["MAX_FILES"], js["MAX_NAME"]) == (schema.MAX_FILES, schema.MAX_NAME)
+    assert (js["BACKGROUND"], js["MAX_BACKGROUND"]) == (schema.BACKGROUND, schema.MAX_BACKGROUND)
+    assert js["BACKGROUND_TOP"] == open_set.BACKGROUND_TOP
     assert js["archive"] == {name: getattr(archive, name) for name in js["archive"]}
     for (c, s, d, st, ctx), io in zip(calls, js["io"], strict=True):
         want = schema.graph_io(c, s, d, st, ctx)
@@ -443,20 +445,25 @@ def test_node_says_unknown_where_the_python_runtime_does(reject, tmp_path):
     """`reject`: leave-one-class-out `auto`, `auto` with the bundle's calibrated thresholds (interpolated in log K at
     3 shots), the same with scores relative to a background in init.npz, or an explicit score: the same scores,
     threshold and "unknown" labels."""
+    from mtl.device_runtime import open_set
+    from mtl.device_runtime.schema import BACKGROUND
     from tests.device_runtime.bundle_factory import DIM, add_background, read_manifest, write_bundle, write_manifest
 
-    directory = write_bundle(tmp_path / "bundle", head_init="proto")
-    if reject == "background":
+    directory, twins = write_bundle(tmp_path / "bundle", head_init="proto"), 0
+    files, support, query = _synthetic_support(tmp_path, classes=3)
+    if reject == "background":  # random rows, and one that is class 0's own mean (left out: SAME_CLASS)
+        plain = Bundle.load(directory)
+        twin = open_set.prototypes(plain.embed(plain.preprocess(support["class 0"])), np.zeros(3, np.int64), 1)
         rows = np.random.default_rng(5).normal(size=(7, DIM))
-        add_background(directory, rows / np.linalg.norm(rows, axis=1, keepdims=True), {"1": 0.1, "5": 0.3})
-        reject = "auto"
+        rows = np.concatenate([rows / np.linalg.norm(rows, axis=1, keepdims=True), twin])
+        add_background(directory, rows, {"1": 0.1, "5": 0.3})
+        reject, twins = "auto", 1
     if reject == "calibrated":
         manifest = read_manifest(directory)
         manifest["open_set"] = {"known_loss": 0.05, "thresholds": {"1": 0.55, "5": 0.8}, "ways": 5, "episodes": 9}
         write_manifest(directory, manifest)
         reject = "auto"
     path = mtlb(directory, tmp_path / "bundle.mtlb")
-    files, support, query = _synthetic_support(tmp_path, classes=3)
     _, unknown_support, _ = _synthetic_support(tmp_path / "others", classes=5)
     query = query + [paths[0] for name, paths in unknown_support.items() if name in ("class 3", "class 4")]
     adapter = Adapter(Bundle.load(path))
@@ -464,6 +471,9 @@ def test_node_says_unknown_where_the_python_runtime_does(reject, tmp_path):
         adapter.add_examples(name, paths)
     adapter.adapt()
     labels, probs, scores, limit = adapter.predict_scored(query, reject)
+    if twins:  # the row that is class 0's mean is left out, the random ones are not
+        kept = open_set.not_adapted(open_set.prototypes(*adapter._support_set(), 3), adapter.bundle.init[BACKGROUND])
+        assert len(kept) == len(adapter.bundle.init[BACKGROUND]) - twins
     (js,) = node_jobs([{"kind": "adapt", "bundle": str(path), "queries": [rgba_job(p) for p in query],
                         "classes": {n: [rgba_job(p) for p in ps] for n, ps in support.items()}, "reject": reject}],
                       tmp_path)

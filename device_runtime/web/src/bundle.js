@@ -290,10 +290,11 @@ function loadInit(manifest, files) {
     if (JSON.stringify(array.shape) !== JSON.stringify(declared[key])) {
       throw new BundleError(`${file}: ${key} has shape ${repr(array.shape)}, manifest.json says ${repr(declared[key])}`);
     }
-    if (!array.dtype.startsWith("float") || !array.data.every(Number.isFinite)) {
+    const single = array.dtype.startsWith("float") ? Float32Array.from(array.data) : null;
+    if (!single || !single.every(Number.isFinite)) { // finite as float32 too: 1e300 is not
       throw new BundleError(`${file}: ${key} must hold finite floats, got ${array.dtype}`);
     }
-    out[key] = tensor(Float32Array.from(array.data), array.shape);
+    out[key] = tensor(single, array.shape);
   }
   return out;
 }

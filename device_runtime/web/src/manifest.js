@@ -236,6 +236,8 @@ function openSet(section) {
   const loss = need(section, "known_loss", "number", "open_set");
   if (!(loss > 0 && loss < 1)) fail(`${MANIFEST}: open_set.known_loss must be between 0 and 1, got ${repr(loss, 40)}`);
   const thresholds = need(section, "thresholds", "dict", "open_set");
+  // relative to a background a score lies in [-2, 2]; without one it is a cosine similarity
+  const [kind, bound] = has(section, "background") ? ["a score", 2] : ["a similarity", 1];
   const keys = keysOf(thresholds);
   if (keys.length < 1 || keys.length > 16) {
     fail(`${MANIFEST}: open_set.thresholds must hold 1 to 16 entries, got ${keys.length}`);
@@ -245,8 +247,8 @@ function openSet(section) {
     if (!/^[0-9]+$/.test(shots) || !(Number(shots) >= 1 && Number(shots) <= 1 << 20)) {
       fail(`${MANIFEST}: open_set.thresholds keys must be shot counts ("1", "5"), got ${repr(shots, 20)}`);
     }
-    if (!is(value, "number") || !(Number(value) >= -2 && Number(value) <= 2)) {
-      fail(`${MANIFEST}: open_set.thresholds.${shots} must be a score in [-2, 2], got ${repr(value, 40)}`);
+    if (!is(value, "number") || !(Number(value) >= -bound && Number(value) <= bound)) {
+      fail(`${MANIFEST}: open_set.thresholds.${shots} must be ${kind} in [-${bound}, ${bound}], got ${repr(value, 40)}`);
     }
   }
   if (has(section, "background")) {

@@ -8,6 +8,7 @@ import { ConfigError } from "./errors.js";
 
 export const UNKNOWN = "unknown";
 export const BACKGROUND_TOP = 3;
+export const SAME_CLASS = 0.95; // a background row this similar to a prototype is that class itself
 
 function unitRows(array) {
   const [m, d] = array.shape;
@@ -63,11 +64,25 @@ function backgroundNear(features, background) {
   });
 }
 
-// Each image's score: its similarity to its nearest prototype, relative to the background when there is one.
+// The background rows that are none of the adapted classes (no more similar than SAME_CLASS to any prototype).
+function notAdapted(protos, background) {
+  if (!background || !background.shape[0]) return background;
+  const [c, d] = background.shape;
+  const n = protos.shape[0];
+  const sims = similarities(background, protos); // (C, n): the rows' unit vectors against the unit prototypes
+  const keep = [];
+  for (let r = 0; r < c; r++) if (Math.max(...sims.subarray(r * n, (r + 1) * n)) <= SAME_CLASS) keep.push(r);
+  const out = new Float64Array(keep.length * d);
+  keep.forEach((r, i) => out.set(background.data.subarray(r * d, (r + 1) * d), i * d));
+  return { data: out, shape: [keep.length, d] };
+}
+
+// Each image's score: its similarity to its nearest prototype, relative to the background (less the adapted
+// classes) when there is one.
 export function scores(features, protos, background = null) {
   const n = protos.shape[0];
   const sims = similarities(features, protos);
-  const near = backgroundNear(features, background);
+  const near = backgroundNear(features, notAdapted(protos, background));
   return Array.from({ length: features.shape[0] }, (_, i) => Math.max(...sims.subarray(i * n, (i + 1) * n)) - near[i]);
 }
 
@@ -93,8 +108,9 @@ export function threshold(reject, features, labels, n, calibrated, background = 
       }
       return points[points.length - 1][1];
     }
-    const sims = similarities(features, prototypes(features, labels, n));
-    const near = backgroundNear(features, background);
+    const protos = prototypes(features, labels, n);
+    const sims = similarities(features, protos);
+    const near = backgroundNear(features, notAdapted(protos, background));
     let best = -Infinity;
     labels.forEach((own, i) => {
       for (let c = 0; c < n; c++) if (c !== own) best = Math.max(best, sims[i * n + c] - near[i]);

@@ -13,6 +13,7 @@ import * as ort from "onnxruntime-node";
 import { Adapter, Bundle } from "../src/index.js";
 import * as archive from "../src/archive.js";
 import * as schema from "../src/manifest.js";
+import * as openSet from "../src/open_set.js";
 import { decodePng } from "../src/png.js";
 import { toUint8 } from "../src/preprocess.js";
 
@@ -21,10 +22,11 @@ const pixels = (job) => ({ width: job.width, height: job.height, data: new Uint8
 async function run(job) {
   if (job.kind === "schema") {
     const names = ["SCHEMA", "MANIFEST", "SIGNATURE", "HEAD_TYPES", "HEAD_INITS", "UPDATE_RULES", "DTYPES", "GRAPH_NAMES",
-      "CONTEXT_GRAPHS", "RESIZE_METHODS", "LIMITS", "MAX_FILES", "MAX_NAME"];
+      "CONTEXT_GRAPHS", "RESIZE_METHODS", "LIMITS", "MAX_FILES", "MAX_NAME", "BACKGROUND", "MAX_BACKGROUND"];
     const limits = ["MAX_MANIFEST_BYTES", "MAX_MEMBERS", "MAX_DIRECTORY_BYTES", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES",
       "MAX_RATIO", "RATIO_FLOOR"];
     return { ...Object.fromEntries(names.map((n) => [n, schema[n]])), STANDARD_DOMAINS: [...schema.STANDARD_DOMAINS].sort(),
+      BACKGROUND_TOP: openSet.BACKGROUND_TOP,
       archive: Object.fromEntries(limits.map((n) => [n, archive[n]])), io: job.io.map((args) => schema.graphIO(...args)) };
   }
   if (job.kind === "png") {
