@@ -5,15 +5,15 @@ unit support features), in the extractor's feature space: the head's probabiliti
 softmax over N classes sums to 1 whatever the image), while an image of an unknown class lies far from every
 prototype. A calibrated bundle also ships a BACKGROUND (`init.npz` `open_set_background`: the unit class means of
 the producer's training classes, `mtl calibrate`), and the score is then relative to it: the similarity to the
-nearest prototype minus the mean similarity to the `BACKGROUND_TOP` nearest background classes (not counting rows that
-are one of the adapted classes: `not_adapted`). A drawing that is
-merely "like the training data" then scores near 0 rather than high, and how tight a new alphabet's classes are
-cancels out of the threshold, so a threshold set on the producer's validation classes keeps its known-loss on
-classes nobody trained on (README; `benchmarks/open_set.py`).
+nearest prototype minus the mean similarity to the `BACKGROUND_TOP` nearest background classes, not counting rows
+that are one of the adapted classes (`not_adapted`). A drawing that is merely "like the training data" then scores
+near 0 rather than high, and how tight a new alphabet's classes are cancels out of the threshold, so a threshold
+set on the producer's validation classes keeps its known-loss on classes nobody trained on (README;
+`benchmarks/open_set.py`).
 
 `auto` uses the bundle's thresholds when it has them (manifest `open_set`: for K = 1 and 5 shots, the score below
-which 5 % of the producer's VALIDATION knowns fall, set by `mtl calibrate`; interpolated in log K, clamped to the
-calibrated range). Otherwise it sets the threshold from the support set alone, by leave-one-class-out: each
+which at most 5 % of the producer's VALIDATION knowns fall, set by `mtl calibrate`; interpolated in log K, clamped
+to the calibrated range). Otherwise it sets the threshold from the support set alone, by leave-one-class-out: each
 support image stands for an image of a class the adapter does not know when it is scored against the prototypes
 of the OTHER classes only, and the threshold is the highest of those scores. Neither looks at test data.
 `benchmarks/open_set.py` measures it (AUROC of the score, unknowns rejected and knowns lost at `auto`).

@@ -58,7 +58,7 @@ CELLS = ((5, 1), (5, 5), (20, 1), (20, 5))  # (ways, shots); ways capped at the 
 TIE = 0.001  # accuracies this close to the best count as the best
 LOG_LOSS_TIE = 0.002  # relative: log-losses this close count as equal, and the fewer steps win
 QUERIES = 15
-KNOWN_LOSS = 0.05  # the open-set threshold loses this share of the validation knowns
+KNOWN_LOSS = 0.05  # the open-set threshold loses at most this share of the validation knowns (`_at_most`)
 OPEN_SET_SHOTS = (1, 5)
 OPEN_SET_WAYS = 5
 BACKGROUND_CLASSES = 1024  # training classes in the open-set background at most (schema.MAX_BACKGROUND caps it)
@@ -109,9 +109,10 @@ def calibrate_checkpoint(path: str | Path, episodes: int = 200, seed: int = 0, d
 def open_set_thresholds(learner: MetaLearner, val: ClassImages, episodes: int, seed: int,
                         train: ClassImages | None = None) -> tuple[dict[str, Any], np.ndarray | None] | None:
     """The open-set section and background: the unit class means (C, D) float32 of `train`'s classes (None
-    without training classes), and per shot count K the `KNOWN_LOSS` quantile of the validation queries' score
-    against them, over `episodes` seeded episodes of `OPEN_SET_WAYS` classes (None: the extractor normalises with
-    batch statistics or adapts inside, so one image's features depend on the others)."""
+    without training classes), and per shot count K the threshold that loses at most `KNOWN_LOSS` of the
+    validation queries' scores against them (`_at_most`), over `episodes` seeded episodes of `OPEN_SET_WAYS`
+    classes (None: the extractor normalises with batch statistics or adapts inside, so one image's features depend
+    on the others)."""
     from mtl.device_runtime import open_set
     from mtl.pipeline.models.scale_shift import fold_scale_shift
     from mtl.pipeline.train.common import embed
