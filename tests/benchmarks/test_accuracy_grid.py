@@ -86,6 +86,9 @@ def test_ties_within_the_confidence_interval_are_marked():
     assert best == {"5-way 1-shot": {"best": "a", "within_ci": ["b"]}}
     table = markdown({"data": "d", "episodes": 1, "seed": 0, "methods": methods, "best": best})
     assert "**90.00 ± 1.00**" in table and "88.50 ± 1.00 *" in table and "70.00 ± 1.00 |" in table
+    trained = {"a": {"cpu_seconds": 468.6, "epoch": 30}, "b": {"cpu_seconds": 539.2, "iteration": 15}}
+    table = markdown({"data": "d", "episodes": 1, "seed": 0, "methods": methods, "best": best, "trained": trained})
+    assert table.splitlines()[-1] == "| trained for | 468.6 CPU-s, 30 epochs | 539.2 CPU-s, 15 iterations | n/a |"
 
 
 def test_the_grid_takes_its_methods_from_the_registry():
