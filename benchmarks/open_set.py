@@ -146,13 +146,15 @@ def measure(bundle_path: Path, data_spec: str | None, count: int, seed: int, set
             *_, (weight, bias, _) = head_trajectory(bundle, sf, labels, ways, bundle.manifest.steps, default_lr(bundle))
             protos = open_set.prototypes(sf, labels, ways)
             known_prob = bundle.predict_proba(weight, bias, kf, shots=shots).max(axis=1)
+            whole = open_set.threshold("auto", sf, labels, ways, calibrated, background), \
+                open_set.scores(kf, protos, background)  # (a) and (b): the threshold and knowns' scores, once
+            per["known_rejected"].append(float((whole[1] < whole[0]).mean()))
             for kind, rows in unknown_rows.items():
                 bg = background if kind != "unseen" or background is None else background[background_groups != alphabet]
-                limit = open_set.threshold("auto", sf, labels, ways, calibrated, bg)
-                known_score = open_set.scores(kf, protos, bg)
-                if kind == "other":
-                    per["known_rejected"].append(float((known_score < limit).mean()))
-                if kind == "unseen":
+                limit, known_score = whole
+                if kind == "unseen":  # against the background less the unknowns' superclass
+                    limit = open_set.threshold("auto", sf, labels, ways, calibrated, bg)
+                    known_score = open_set.scores(kf, protos, bg)
                     per["unseen.known_rejected"].append(float((known_score < limit).mean()))
                 uf = features(rows)
                 unknown_score = open_set.scores(uf, protos, bg)
