@@ -14,6 +14,9 @@ WEB = device_runtime/web
 # The JavaScript device runtime (device_runtime/web) is tested against the Python one when Node.js is here: `make web`
 # installs its locked npm packages (no install scripts) and builds the page; Chromium runs the browser tests.
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
+# pytest-xdist: one worker per core, each test file on one worker (its module fixtures are built once), one thread
+# per worker (tests/conftest.py). PYTEST_WORKERS= runs the suite in one process.
+PYTEST_WORKERS ?= -n auto --dist loadfile
 
 .PHONY: install demo test test-device web clean
 
@@ -48,7 +51,7 @@ demo: install
 test: install $(if $(HAVE_NPM),web)
 	$(BIN)/ruff check .
 	$(if $(HAVE_NPM),cd $(WEB) && npm test --silent)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 	$(MAKE) test-device
 
 # A fresh venv each time: pip resolves the base dependencies for that Python as a device's pip would.
@@ -62,7 +65,7 @@ test-device:
 		assert u.find_spec('torch') is None, 'torch present'; \
 		assert not [n for n in ('cli', 'pipeline', 'exporters', 'device_runtime') if u.find_spec(n)], 'not under mtl'; \
 		import mtl.device_runtime.bundle"
-	$(DEVICE_TEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(DEVICE_TESTS)
+	$(DEVICE_TEST_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) $(DEVICE_TESTS)
 
 # the page: device_runtime/web/dist, a static folder any web server can serve (docs/web.md)
 web: $(WEB)/node_modules/.package-lock.json

@@ -1,7 +1,22 @@
 """Session fixtures shared by the training, export and CLI tests. torch is imported only inside them, so the
 device-runtime tests also run in a base install without torch (`make test-device`)."""
 
+import os
+import sys
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, or they fight
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read when torch is first imported (below, in the tests)
+        os.environ.setdefault(_name, "1")
+    for _name in ("COLUMNS", "LINES"):  # the worker is handed 80 × 24, which rich would fix at import for good
+        os.environ.pop(_name, None)
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER") and "torch" in sys.modules:  # imported before the variables took
+        sys.modules["torch"].set_num_threads(1)
+
 
 SMALL = dict(data="synthetic:60", backbone="conv4", epochs=6, batch_size=64, lr=0.05, val_episodes=50,
              device="cpu", calibrate_episodes=10)
