@@ -80,14 +80,19 @@ class Budget:
 def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
     """Train `method` into runs/<method> unless it is already there; returns the run directory. Each run records
     its training time (`grid_run.json`: CPU seconds of this process, every thread, and wall seconds; calibration
-    not counted)."""
+    not counted, its wall seconds and episodes per cell recorded beside)."""
     from mtl.pipeline.atomic import atomic_write_text
-    from mtl.pipeline.train.calibrate import calibrate_checkpoint
     from mtl.pipeline.train.meta_train import MetaTrainConfig, meta_train
     from mtl.pipeline.train.pretrain import PretrainConfig, pretrain
 
     out = runs / method
     if (out / RUN_RECORD).is_file():  # written last, atomically: the run is complete
+        spent = json.loads((out / RUN_RECORD).read_text())
+        if spent.get("calibrate_episodes", Budget.calibrate_episodes) != budget.calibrate_episodes:
+            log(f"{method}: calibrated on {spent.get('calibrate_episodes', Budget.calibrate_episodes)} episodes per "
+                f"cell, not {budget.calibrate_episodes}; calibrating it again")
+            _calibrate(out, budget, spent)
+            atomic_write_text(out / RUN_RECORD, json.dumps(spent) + "\n")
         return out
     if out.exists():  # cut short (killed while training or calibrating): its CPU time is unknown, so start over
         log(f"{method}: {out} has no {RUN_RECORD} (interrupted); training it again")
@@ -118,10 +123,28 @@ def train(method: str, data: str, budget: Budget, runs: Path) -> Path:
                                    split_by=budget.split_by, calibrate_episodes=0, **options))
         spent = {"cpu_seconds": round(time.process_time() - began_cpu, 1),
                  "wall_seconds": round(time.perf_counter() - began, 1), "cpu_budget": limit}
-    if budget.calibrate_episodes:
-        calibrate_checkpoint(out, budget.calibrate_episodes, 0, budget.device)
+    _calibrate(out, budget, spent)
     atomic_write_text(out / RUN_RECORD, json.dumps(spent) + "\n")
     return out
+
+
+def _calibrate(run: Path, budget: Budget, spent: dict[str, Any]) -> None:
+    """The run's closing `mtl calibrate` at the budget's episodes per cell (from the trained weights: an earlier
+    calibration is replaced), noted in `spent`."""
+    from mtl.pipeline.train.calibrate import calibrate_checkpoint
+    from mtl.pipeline.train.checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
+
+    began = time.perf_counter()
+    if budget.calibrate_episodes:
+        calibrate_checkpoint(run, budget.calibrate_episodes, 0, budget.device)
+    else:  # none: the device settings as trained (an earlier calibration taken out)
+        file = resolve_checkpoint_path(run)
+        ckpt = load_checkpoint(file)
+        if "device" in ckpt.meta:
+            meta = {k: v for k, v in ckpt.meta.items() if k != "device"}
+            save_checkpoint(file, dataclasses.replace(ckpt, meta=meta, device={}))
+    spent["calibration_wall_seconds"] = round(time.perf_counter() - began, 1)
+    spent["calibrate_episodes"] = budget.calibrate_episodes
 
 
 RUN_RECORD = "grid_run.json"
@@ -138,9 +161,10 @@ def cpu_budget(budget: Budget, data: str, runs: Path) -> float | None:
 def export(run: Path, bundles: Path) -> Path:
     """The run's bundle (the head adapts on device; an extractor adapted in training ships frozen)."""
     from mtl.exporters.bundle_export import export_bundle
+    from mtl.pipeline.train.checkpoint import resolve_checkpoint_path
 
     path = bundles / f"{run.name}.mtlb"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_mtime < resolve_checkpoint_path(run).stat().st_mtime:  # recalibrated
         export_bundle(run, path, single_file=True, adapt="head")
     return path
 
@@ -364,6 +388,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-seconds", type=float, default=None,
                         help="meta-training CPU-time budget per method (default, without --seconds: the CPU time "
                              "the transfer run's pretraining took)")
+    parser.add_argument("--calibrate-episodes", type=int, default=None,
+                        help=f"validation episodes per cell of each run's closing `mtl calibrate` (default "
+                             f"{Budget.calibrate_episodes}, --quick 0; 0: none); a body-adapting inner loop makes "
+                             "this the slowest part on a CPU. A trained run calibrated otherwise is recalibrated")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes evaluating cells while methods train")
     parser.add_argument("--split", default="0.6,0.2,0.2", help="train,val,test fractions (mtl's --split)")
     parser.add_argument("--split-by", default="auto", help="mtl's --split-by")
@@ -379,18 +407,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
     if args.episodes < 1:
         parser.error(f"--episodes must be ≥ 1, got {args.episodes}")
+    if args.calibrate_episodes is not None and args.calibrate_episodes < 0:
+        parser.error(f"--calibrate-episodes must be ≥ 0, got {args.calibrate_episodes}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    calibrate = args.calibrate_episodes
     budget = Budget(pretrain_epochs=args.pretrain_epochs, iterations=args.iterations, meta_batch=args.meta_batch,
                     device=args.device, seconds=args.seconds, cpu_seconds=args.cpu_seconds,
+                    calibrate_episodes=Budget.calibrate_episodes if calibrate is None else calibrate,
                     split=tuple(float(v) for v in args.split.split(",")), split_by=args.split_by)
     data, ways, shots, episodes = args.data, args.ways, args.shots, args.episodes
     if args.quick:
         budget = dataclasses.replace(budget, pretrain_epochs=2, iterations=4, meta_batch=2, queries=5, inner_steps=2,
-                                     rotations=False, device="cpu", val_episodes=10, calibrate_episodes=0)
+                                     rotations=False, device="cpu", val_episodes=10,
+                                     calibrate_episodes=0 if calibrate is None else calibrate)
         data, ways, shots, episodes = "synthetic:60", (5,), (1, 5), 20
     report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed, args.jobs)
     write_outputs(report, args.out)

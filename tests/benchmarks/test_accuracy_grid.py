@@ -67,6 +67,40 @@ def test_a_run_cut_short_is_trained_again_not_trusted(grid, tmp_path):
     assert "interrupted" in result.stderr and (cut / "runs" / "transfer" / "grid_run.json").is_file()
 
 
+def test_a_run_calibrated_on_other_episodes_is_recalibrated_not_retrained(grid, tmp_path):
+    """Another --calibrate-episodes recalibrates the trained weights (the same training record), re-exports the
+    bundle and re-measures its cells; going back to 0 takes the calibration out again."""
+    import shutil
+
+    from mtl.pipeline.train.checkpoint import load_checkpoint
+
+    report, out = grid
+    cut = tmp_path / "grid"
+    shutil.copytree(out / "runs" / "transfer", cut / "runs" / "transfer")
+    trained = (cut / "runs" / "transfer" / "last.safetensors").read_bytes()
+    assert "device" not in load_checkpoint(cut / "runs" / "transfer").meta  # --quick: no calibration
+
+    def rerun(episodes):
+        result = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(cut),
+                                 "--methods", "transfer", "--calibrate-episodes", str(episodes)], cwd=REPO,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout), result.stderr
+
+    again, log = rerun(5)
+    assert "calibrating it again" in log and "interrupted" not in log
+    assert again["trained"]["transfer"]["calibrate_episodes"] == 5
+    assert again["trained"]["transfer"]["cpu_seconds"] == report["trained"]["transfer"]["cpu_seconds"]
+    assert (cut / "runs" / "transfer" / "last.safetensors").read_bytes() == trained  # not trained again
+    assert load_checkpoint(cut / "runs" / "transfer").meta["device"]["steps"] >= 0
+    from mtl.device_runtime import Bundle
+
+    assert Bundle.load(cut / "bundles" / "transfer.mtlb").manifest.calibration is not None  # the re-exported one
+    back, _ = rerun(0)
+    assert back["trained"]["transfer"]["calibrate_episodes"] == 0
+    assert "device" not in load_checkpoint(cut / "runs" / "transfer").meta
+
+
 def test_the_best_method_per_cell_is_the_highest_mean_and_the_reports_are_written(grid):
     report, out = grid
     for cell, best in report["best"].items():
