@@ -61,6 +61,12 @@ def pretrain(
     augment_shear: Annotated[float | None, typer.Option(help="Jitter: shear, ± this (default 0; per-axis scale "
                                                         "when set).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="SGD weight decay (default 5e-4).")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="Distil from this pretrain run or checkpoint (same split and "
+                                                 "classes): born-again training.")] = None,
+    distill_weight: Annotated[float | None, typer.Option(help="With --teacher: weight of the distillation term "
+                                                         "(default 0.5; the rest is cross-entropy).")] = None,
+    distill_temperature: Annotated[float | None, typer.Option(help="With --teacher: softmax temperature of "
+                                                              "both sides (default 4).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data order.")] = None,
     split: SplitOpt = None,
     split_by: SplitByOpt = None,
@@ -83,7 +89,8 @@ def pretrain(
                          epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
                          rotations=rotations, augment=augment, augment_rotate=augment_rotate,
                          augment_scale=augment_scale, augment_shift=augment_shift, augment_shear=augment_shear,
-                         weight_decay=weight_decay, seed=seed,
+                         weight_decay=weight_decay, seed=seed, teacher=None if teacher is None else str(teacher),
+                         distill_weight=distill_weight, distill_temperature=distill_temperature,
                          split=fractions(split), split_by=split_by, calibrate_episodes=calibrate_episodes,
                          out=None if out is None else str(out),
                          device=enum_value(device), resume=resume or None,

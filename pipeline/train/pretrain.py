@@ -60,6 +60,9 @@ class PretrainConfig:
     augment_shear: float = 0.0
     rotations: bool = False
     flips: bool = False  # mirrored copies as new classes too (with rotations: all 8 symmetries of the square)
+    teacher: str | None = None  # a pretrain run or checkpoint on the same classes: distil from it (born-again networks)
+    distill_weight: float = 0.5  # the loss: (1 − w)·cross-entropy + w·T²·KL(teacher ‖ student) at temperature T
+    distill_temperature: float = 4.0
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, val, test; test 0: nothing held out (deploy)
     split_by: str = "auto"  # auto | superclass | class | superclass-test (pipeline.data.splits)
     split_seed: int = 0
@@ -92,6 +95,9 @@ class PretrainConfig:
         EvalConfig(self.val_ways, self.val_shots, self.val_queries, self.val_episodes)
         if self.calibrate_episodes < 0:
             raise ConfigError(f"calibration episodes must be ≥ 0 (0: none), got {self.calibrate_episodes}")
+        if not (0 <= self.distill_weight <= 1 and 0 < self.distill_temperature < math.inf):
+            raise ConfigError(f"need 0 ≤ distill weight ≤ 1 and a temperature > 0, got {self.distill_weight} and "
+                              f"{self.distill_temperature}")
 
 
 @dataclass(frozen=True)
@@ -110,10 +116,11 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
     data = load_data(cfg.data, image_size=cfg.image_size, download=cfg.download)
     splits = make_splits(data, fractions=cfg.split, seed=cfg.split_seed, by=cfg.split_by)
     train, val = _split_data(data, splits, cfg)
-    run.create()  # the data is fine: only now does the run directory appear
-    run.write_splits(splits.to_dict())
     spec = ModelSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
                      head=cfg.head, n_classes=train.num_classes, options=cfg.backbone_options)
+    teacher = None if cfg.teacher is None else _load_teacher(cfg.teacher, spec, splits, cfg).to(device)
+    run.create()  # the data and the teacher are fine: only now does the run directory appear
+    run.write_splits(splits.to_dict())
     torch.manual_seed(cfg.seed)
     model = build_model(spec).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
@@ -127,7 +134,7 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
     validator = TorchBackend(transfer_learner(spec, model.backbone), device, "prototype")  # prototypes: 0 steps
     for epoch in range(start, cfg.epochs):
         began = time.perf_counter()
-        loss, acc, lr = _train_epoch(model, optimizer, train, cfg, epoch, device, on_step)
+        loss, acc, lr = _train_epoch(model, optimizer, train, cfg, epoch, device, on_step, teacher)
         val_result = evaluate(validator, val, val_cfg, 0)[-1]
         record = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": lr,
                   "val_acc": val_result.mean, "val_ci95": val_result.ci95,
@@ -154,6 +161,32 @@ def _split_data(data: ClassImages, splits: Splits, cfg: PretrainConfig) -> tuple
     return (train.with_flips() if cfg.flips else train), val
 
 
+def _load_teacher(path: str, spec: ModelSpec, splits: Splits, cfg: PretrainConfig) -> FewShotModel:
+    """The frozen teacher of a distillation run: a pretrain checkpoint over exactly the student's classes."""
+    ckpt = load_checkpoint(path)
+    if ckpt.meta.get("kind") != "pretrain":
+        raise ConfigError(f"--teacher {path}: not a pretrain checkpoint (kind {ckpt.meta.get('kind')!r})")
+    taught = ckpt.meta.get("config", {})
+    same = (ckpt.meta.get("splits") == splits.to_dict()
+            and all(taught.get(k) == getattr(cfg, k) for k in ("rotations", "flips")))
+    teacher_spec = ModelSpec.from_dict(ckpt.meta["model"])
+    if not same or teacher_spec.n_classes != spec.n_classes:
+        raise ConfigError(f"--teacher {path}: trained on other classes (another split, rotations or flips); a "
+                          "teacher must have the student's split and class set")
+    teacher = build_model(teacher_spec)
+    load_weights(teacher, ckpt.model, ckpt.path)
+    return teacher.eval().requires_grad_(False)
+
+
+def _distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                  cfg: PretrainConfig) -> torch.Tensor:
+    """Hinton et al.'s loss: (1 − w)·CE(labels) + w·T²·KL(softmax(teacher/T) ‖ softmax(student/T))."""
+    t = cfg.distill_temperature
+    soft = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
+                    reduction="batchmean")
+    return (1 - cfg.distill_weight) * F.cross_entropy(logits, labels) + cfg.distill_weight * t * t * soft
+
+
 def _maybe_resume(run: RunDir, cfg: PretrainConfig, model: FewShotModel,
                   optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     """Restore model and optimizer from `last.safetensors` when resuming; returns (epoch, best)."""
@@ -169,8 +202,9 @@ def _maybe_resume(run: RunDir, cfg: PretrainConfig, model: FewShotModel,
 
 def _train_epoch(model: FewShotModel, optimizer: torch.optim.Optimizer, train: ClassImages,
                  cfg: PretrainConfig, epoch: int, device: torch.device,
-                 on_step: StepCallback) -> tuple[float, float, float]:
-    """One pass over the training images; returns (mean loss, accuracy, last lr)."""
+                 on_step: StepCallback, teacher: FewShotModel | None = None) -> tuple[float, float, float]:
+    """One pass over the training images; returns (mean loss, accuracy, last lr). With a teacher, the loss is
+    distilled from its logits on the same augmented batch."""
     model.train()
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch stream: resume is exact
@@ -189,7 +223,13 @@ def _train_epoch(model: FewShotModel, optimizer: torch.optim.Optimizer, train: C
                               translate=cfg.augment_shift, shear=cfg.augment_shear, hflip=train.spec.channels == 3)
         with autocast(device):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels[idx])
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+        if teacher is None:
+            loss = F.cross_entropy(logits.float(), labels[idx])
+        else:
+            loss = _distill_loss(logits.float(), teacher_logits.float(), labels[idx], cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

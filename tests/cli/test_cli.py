@@ -86,3 +86,13 @@ def test_pretrain_from_the_cli_writes_a_run(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "best.safetensors").is_file() and "best validation" in result.stdout
     assert "device settings (validation classes)" in result.stdout
+
+
+def test_a_teacher_on_other_classes_or_missing_is_one_line_and_no_run(tmp_path, pretrained_run):
+    for teacher, code, says in ((pretrained_run[0], 2, "other classes"), (tmp_path / "none", 1, "does not exist")):
+        out = tmp_path / "student"
+        result = runner.invoke(app, ["pretrain", "--data", "synthetic:60", "--rotations", "--epochs", "1",
+                                     "--teacher", str(teacher), "--out", str(out), "--device", "cpu", "-q"])
+        assert result.exit_code == code, result.output
+        assert says in result.output.replace("\n", " ") and "Traceback" not in result.output
+        assert not out.exists()

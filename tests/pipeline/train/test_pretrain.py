@@ -118,3 +118,50 @@ def test_a_new_run_refuses_to_overwrite_and_resume_refuses_other_options(tmp_pat
 def test_out_of_range_options_are_config_errors(bad):
     with pytest.raises(ConfigError):
         PretrainConfig(**dict(SMALL, **bad))
+
+
+def test_the_distillation_loss_is_cross_entropy_at_weight_0_and_temperature_scaled_kl_at_1():
+    from mtl.pipeline.train.pretrain import _distill_loss
+    from tests.tolerance import assert_float_close
+
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    assert_float_close(_distill_loss(student, teacher, labels, PretrainConfig(distill_weight=0.0)), ce)
+    t = 3.0
+    p = torch.softmax(teacher / t, -1)
+    kl = (p * (p.log() - torch.log_softmax(student / t, -1))).sum(-1).mean()  # KL(teacher ‖ student), per image
+    cfg = PretrainConfig(distill_weight=1.0, distill_temperature=t)
+    assert_float_close(_distill_loss(student, teacher, labels, cfg), t * t * kl, ulps=256)
+    assert float(_distill_loss(teacher, teacher, labels, cfg)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_student_learns_what_its_teacher_says_not_the_labels(tmp_path, pretrained_run):
+    """A teacher whose head is rolled by one class predicts label + 1: a student distilled from it alone
+    (weight 1) learns that map, while at weight 0 the teacher changes nothing (bit-identical to no teacher)."""
+    from mtl.pipeline.train.checkpoint import Checkpoint, save_checkpoint
+
+    out, _ = pretrained_run
+    ckpt = load_checkpoint(out)
+    rolled = {k: (v.roll(1, 0) if k.startswith("head.") else v) for k, v in ckpt.model.items()}
+    (tmp_path / "liar").mkdir()
+    save_checkpoint(tmp_path / "liar" / "best.safetensors", Checkpoint(ckpt.meta, rolled))
+    cfg = dict(SMALL, epochs=3, calibrate_episodes=0)
+    taught = pretrain(PretrainConfig(out=str(tmp_path / "taught"), teacher=str(tmp_path / "liar"),
+                                     distill_weight=1.0, **cfg))
+    plain = pretrain(PretrainConfig(out=str(tmp_path / "plain"), **cfg))
+    pretrain(PretrainConfig(out=str(tmp_path / "ignored"), teacher=str(tmp_path / "liar"),
+                           distill_weight=0.0, **cfg))
+    assert plain.last["train_acc"] > 0.5 > 0.1 > taught.last["train_acc"]  # it answers label + 1 instead
+    a, b = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "ignored")
+    for name, tensor in a.model.items():
+        assert torch.equal(tensor, b.model[name]), name
+
+
+def test_a_teacher_of_other_classes_is_refused_before_the_run_directory_appears(tmp_path, pretrained_run):
+    out, _ = pretrained_run
+    with pytest.raises(ConfigError, match="other classes"):
+        pretrain(PretrainConfig(out=str(tmp_path / "s"), teacher=str(out), **dict(SMALL, rotations=True)))
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="distill weight"):
+        PretrainConfig(**dict(SMALL, distill_weight=1.5))
