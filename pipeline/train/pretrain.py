@@ -168,7 +168,7 @@ def _load_teacher(path: str, spec: ModelSpec, splits: Splits, cfg: PretrainConfi
         raise ConfigError(f"--teacher {path}: not a pretrain checkpoint (kind {ckpt.meta.get('kind')!r})")
     taught = ckpt.meta.get("config", {})
     same = (ckpt.meta.get("splits") == splits.to_dict()
-            and all(taught.get(k) == getattr(cfg, k) for k in ("rotations", "flips")))
+            and all(taught.get(k, False) == getattr(cfg, k) for k in ("rotations", "flips")))  # absent: off
     teacher_spec = ModelSpec.from_dict(ckpt.meta["model"])
     if not same or teacher_spec.n_classes != spec.n_classes:
         raise ConfigError(f"--teacher {path}: trained on other classes (another split, rotations or flips); a "
