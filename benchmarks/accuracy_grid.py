@@ -14,7 +14,12 @@ mtl's own methods on one data source:
 
 Writes OUT/runs/* (trained once: an existing run or bundle is reused), OUT/grid.json, OUT/grid.md
 (best method per cell in bold, * within the CI of the best) and OUT/grid.png (heat map, best boxed),
-then prints the JSON.
+then prints the JSON. Every measured cell carries the sha256 of the bundle it was measured on.
+
+A grid too long for one sitting is finished in several: `--reuse REPORT` (an earlier grid.json, or the copy
+kept in benchmarks/results/) takes every method that report measured on every requested cell — with the same
+data, budget, episodes and seed — as it stands, and trains and measures only the others. Give the budget
+explicitly then (`--cpu-seconds`), so that the methods trained now get the CPU time the earlier ones had.
 
 Run (GPU): .venv/bin/python benchmarks/accuracy_grid.py --data omniglot:../shared/data/omniglot --json
       CPU smoke: --quick (synthetic data, three methods, 5-way × 1/5-shot, tiny budgets, no calibration).
@@ -210,6 +215,35 @@ def trained_for(run: Path) -> dict[str, Any]:
     return {k: last[k] for k in ("epoch", "iteration", "seconds", "elapsed") if k in last}
 
 
+def reusable(paths: list[Path], data: str, budget: Budget, ways: tuple[int, ...], shots: tuple[int, ...],
+             episodes: int, seed: int) -> dict[str, dict[str, Any]]:
+    """The methods earlier grid reports measured on every cell of this grid, with this data, budget, episodes and
+    seed: method → {"cells", "trained", "from"} (the first report that has it wins). Raises ValueError for a file
+    that is not a readable grid report."""
+    ours = json.loads(json.dumps(dataclasses.asdict(budget)))  # tuples → lists, as a report holds them
+    wanted = [f"{n}-way {k}-shot" for n in ways for k in shots]
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--reuse {path}: unreadable ({exc})") from None
+        if not isinstance(report, dict) or report.get("benchmark") != "accuracy_grid":
+            raise ValueError(f"--reuse {path}: not an accuracy_grid report")
+        same = {"data": (report.get("data"), data), "budget": (report.get("budget"), ours),
+                "episodes": (report.get("episodes"), episodes), "seed": (report.get("seed"), seed)}
+        differ = [k for k, (theirs, mine) in same.items() if theirs != mine]
+        if differ:
+            log(f"--reuse {path}: another {', '.join(differ)}; nothing taken from it")
+            continue
+        for method, cells in report.get("methods", {}).items():
+            complete = all("skipped" in cells.get(key, {}) or "bundle_sha256" in cells.get(key, {}) for key in wanted)
+            if method not in found and complete and method in report.get("trained", {}):
+                found[method] = {"cells": {key: cells[key] for key in wanted}, "trained": report["trained"][method],
+                                 "from": str(path)}
+    return found
+
+
 def test_class_count(bundle: Path) -> int:
     from mtl.device_runtime import Bundle
 
@@ -217,10 +251,12 @@ def test_class_count(bundle: Path) -> int:
 
 
 def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], ways: tuple[int, ...],
-             shots: tuple[int, ...], episodes: int, seed: int, jobs: int = 1) -> dict[str, Any]:
+             shots: tuple[int, ...], episodes: int, seed: int, jobs: int = 1,
+             earlier: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train, export and evaluate every method on every cell; the report as a dict. Methods train one after another
     in this process; with `jobs` > 1 the cells are evaluated by that many worker processes meanwhile. Each cell's
-    result is kept under OUT/cells, so an interrupted grid resumes where it stopped."""
+    result is kept under OUT/cells, so an interrupted grid resumes where it stopped. A method in `earlier`
+    (`reusable`) is taken from there: neither trained nor measured."""
     import hashlib
     from concurrent.futures import Future, ProcessPoolExecutor
     from multiprocessing import get_context
@@ -228,10 +264,15 @@ def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], way
     runs, bundles = out / "runs", out / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"benchmark": "accuracy_grid", "data": data, "budget": dataclasses.asdict(budget),
-                              "episodes": episodes, "seed": seed, "methods": {}, "trained": {}}
+                              "episodes": episodes, "seed": seed, "methods": {}, "trained": {}, "reused": {}}
     pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else None
     pending: list[tuple[str, str, Future | None, tuple]] = []
     for method in methods:
+        if method in (earlier or {}):
+            log(f"{method}: every cell from {earlier[method]['from']}, not trained or measured again")
+            report["methods"][method], report["trained"][method] = earlier[method]["cells"], earlier[method]["trained"]
+            report["reused"][method] = earlier[method]["from"]
+            continue
         run = train(method, data, budget, runs)
         bundle = export(run, bundles)
         report["trained"][method] = {**json.loads((run / RUN_RECORD).read_text()), **trained_for(run)}
@@ -249,7 +290,7 @@ def run_grid(data: str, out: Path, budget: Budget, methods: tuple[str, ...], way
                 path = cell_cache(out, method, key)
                 done = cached_cell(path, identity)
                 if done is not None:
-                    report["methods"][method][key] = done
+                    report["methods"][method][key] = {**done, "bundle_sha256": sha}
                     continue
                 job = (path, identity, (bundle, n, k, queries, episodes, seed))
                 pending.append((method, key, pool.submit(measure_cell, *job) if pool else None, job))
@@ -267,7 +308,8 @@ def _collect(pending: list, report: dict[str, Any]) -> None:
     while pending:
         method, key, future, job = pending.pop(0)
         log(f"{method}: {key}")
-        report["methods"][method][key] = future.result() if future is not None else measure_cell(*job)
+        result = future.result() if future is not None else measure_cell(*job)
+        report["methods"][method][key] = {**result, "bundle_sha256": job[1]["bundle_sha256"]}
 
 
 def best_per_cell(methods: dict[str, dict[str, dict]]) -> dict[str, dict[str, Any]]:
@@ -393,6 +435,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{Budget.calibrate_episodes}, --quick 0; 0: none); a body-adapting inner loop makes "
                              "this the slowest part on a CPU. A trained run calibrated otherwise is recalibrated")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes evaluating cells while methods train")
+    parser.add_argument("--reuse", type=Path, action="append", default=[], metavar="REPORT",
+                        help="an earlier grid report (grid.json): its methods measured on every cell with this data, "
+                             "budget, episodes and seed are taken as they stand, not trained again (repeatable)")
     parser.add_argument("--split", default="0.6,0.2,0.2", help="train,val,test fractions (mtl's --split)")
     parser.add_argument("--split-by", default="auto", help="mtl's --split-by")
     parser.add_argument("--device", default="auto")
@@ -425,7 +470,12 @@ def main(argv: list[str] | None = None) -> int:
                                      rotations=False, device="cpu", val_episodes=10,
                                      calibrate_episodes=0 if calibrate is None else calibrate)
         data, ways, shots, episodes = "synthetic:60", (5,), (1, 5), 20
-    report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed, args.jobs)
+    try:
+        earlier = reusable(args.reuse, data, budget, ways, shots, episodes, args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = run_grid(data, args.out, budget, args.methods, ways, shots, episodes, args.seed, args.jobs, earlier)
     write_outputs(report, args.out)
     if not args.json:
         print(markdown(report), file=sys.stderr)

@@ -101,6 +101,36 @@ def test_a_run_calibrated_on_other_episodes_is_recalibrated_not_retrained(grid, 
     assert "device" not in load_checkpoint(cut / "runs" / "transfer").meta
 
 
+def test_a_grid_is_finished_from_an_earlier_report_without_training_its_methods_again(grid, tmp_path):
+    """--reuse: the methods an earlier report measured on every cell, same data, budget, episodes and seed, are
+    taken as they stand (their bundles' sha256 with them); another budget takes nothing; a bad file is one line."""
+    import dataclasses
+
+    from accuracy_grid import Budget, reusable
+
+    report, out = grid
+    fresh = tmp_path / "later"
+    result = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--json", "--out", str(fresh),
+                             "--methods", "transfer,protonet,joint-maml", "--reuse", str(out / "grid.json")],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    later = json.loads(result.stdout)
+    assert later["methods"] == report["methods"] and later["trained"] == report["trained"]
+    assert set(later["reused"]) == {"transfer", "protonet", "joint-maml"} and not (fresh / "runs").exists()
+    assert all(len(cell["bundle_sha256"]) == 64 for cells in later["methods"].values() for cell in cells.values())
+    budget = Budget(**{**report["budget"], "split": tuple(report["budget"]["split"])})
+    cells = ((5,), (1, 5), 20, 0)
+    assert set(reusable([out / "grid.json"], report["data"], budget, *cells)) == {"transfer", "protonet", "joint-maml"}
+    assert reusable([out / "grid.json"], report["data"], dataclasses.replace(budget, meta_batch=3), *cells) == {}
+    assert reusable([out / "grid.json"], report["data"], budget, (5,), (1, 5), 20, 1) == {}  # another seed
+    assert set(reusable([out / "grid.json"], report["data"], budget, (5,), (1,), 20, 0)) == set(report["methods"])
+    assert reusable([out / "grid.json"], report["data"], budget, (5, 20), (1,), 20, 0) == {}  # a cell not measured
+    (tmp_path / "bad.json").write_text("{not json")
+    bad = subprocess.run([sys.executable, "benchmarks/accuracy_grid.py", "--quick", "--out", str(fresh),
+                          "--reuse", str(tmp_path / "bad.json")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "bad.json: unreadable" in bad.stderr
+
+
 def test_the_best_method_per_cell_is_the_highest_mean_and_the_reports_are_written(grid):
     report, out = grid
     for cell, best in report["best"].items():
