@@ -62,6 +62,7 @@ def compare(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
                          - torch.tensor(base["per_episode"], dtype=torch.float64))
     return {"recipe": round(ours["accuracy"], 5), "recipe_ci95": round(ours["ci95"], 5),
             "protonet": round(base["accuracy"], 5), "protonet_ci95": round(base["ci95"], 5),
+            "recipe_ece": round(ours["ece"], 4), "protonet_ece": round(base["ece"], 4),
             "difference": round(diff, 5), "difference_ci95": round(ci, 5),
             "ratio": round(ours["accuracy"] / base["accuracy"], 4),
             # the bar: ahead by more than the CI (of either figure, and of the paired difference)
