@@ -120,6 +120,20 @@ def _describe(options: tuple[Any, ...]) -> str:
     return " or ".join(parts)
 
 
+def option_defaults(config_cls: type) -> dict[str, Any]:
+    """JSON-ready defaults of a config dataclass's options (those with a default), as `config_to_dict` writes them."""
+    out = {}
+    for f in dataclasses.fields(config_cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """JSON-ready dict of a config dataclass (tuples become lists)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mtl.pipeline.algorithms import get_algorithm
-from mtl.pipeline.config import config_to_dict
+from mtl.pipeline.config import config_to_dict, option_defaults
 from mtl.pipeline.errors import ConfigError
 from mtl.pipeline.meta.algorithm import Algorithm
 from mtl.pipeline.meta.batch import Hyper
@@ -138,7 +138,9 @@ def meta_train(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) -> Met
     device = ranks.device(resolve_device(cfg.device))
     owns_group = ranks.start(device)
     fast_cuda_math(device)
-    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume) if ranks.lead else FollowerRunDir(cfg.out)
+    defaults = option_defaults(MetaTrainConfig)
+    run = (RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume, defaults=defaults) if ranks.lead
+           else FollowerRunDir(cfg.out))
     setup = prepare(cfg, device, ranks.tasks(cfg.meta_batch))
     run.create()  # data and model are fine: only now does the run directory appear
     run.write_splits(setup.meta["splits"])
@@ -205,7 +207,7 @@ def meta_train_job(cfg: MetaTrainConfig, on_step: StepCallback = no_progress) ->
         return meta_train(cfg, on_step)
     if resolve_device(cfg.device).type == "cuda":
         check_gpus(cfg.nproc)
-    RunDir.checked(cfg.out, config_to_dict(cfg), resume=cfg.resume)
+    RunDir.checked(cfg.out, config_to_dict(cfg), resume=cfg.resume, defaults=option_defaults(MetaTrainConfig))
     return launch(meta_train_process, (cfg,), cfg.nproc)
 
 

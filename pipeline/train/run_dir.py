@@ -22,11 +22,15 @@ from mtl.pipeline.train.checkpoint import load_checkpoint
 RESUME_FREE_KEYS = frozenset({"device", "resume", "out", "config", "download", "nproc", "calibrate_episodes"})
 
 
-def changed_options(saved: dict[str, Any], config: dict[str, Any]) -> str:
-    """The options (outside `RESUME_FREE_KEYS`) whose values differ, as "key: old → new, ..."; "" if none."""
-    changed = sorted(k for k in set(saved) | set(config)
-                     if k not in RESUME_FREE_KEYS and saved.get(k) != config.get(k))
-    return ", ".join(f"{k}: {saved.get(k)!r} → {config.get(k)!r}" for k in changed[:4])
+def changed_options(saved: dict[str, Any], config: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """The options (outside `RESUME_FREE_KEYS`) whose values differ, as "key: old → new, ..."; "" if none.
+
+    An option `saved` lacks was added since that run was made: it ran as the option's default (`defaults`), so
+    a run made before `--augment-elastic` existed resumes with it at 0."""
+    old = {**{k: v for k, v in (defaults or {}).items() if k in config}, **saved}
+    changed = sorted(k for k in set(old) | set(config)
+                     if k not in RESUME_FREE_KEYS and old.get(k) != config.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} → {config.get(k)!r}" for k in changed[:4])
 
 
 class RunDir:
@@ -36,8 +40,11 @@ class RunDir:
     model are ready, so a mistake found while loading them leaves no half-made run behind.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
-        self.path, self.config, self.resume = Path(path), config, resume
+    def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool,
+                 defaults: dict[str, Any] | None = None) -> None:
+        """`defaults`: the options' defaults (`option_defaults`), which an older run's config lacks as options
+        added since."""
+        self.path, self.config, self.resume, self.defaults = Path(path), config, resume, defaults
         check_output(self.path, "--out", directory=True)  # under a file, or not writable: before any work
         if resume:
             self._check_resume(config)
@@ -62,9 +69,10 @@ class RunDir:
         atomic_write_json(self.config_path, self.config)
 
     @classmethod
-    def checked(cls, path: str | Path, config: dict[str, Any], *, resume: bool) -> None:
+    def checked(cls, path: str | Path, config: dict[str, Any], *, resume: bool,
+                defaults: dict[str, Any] | None = None) -> None:
         """Check a run directory for a new run or a resume (opening one writes nothing until `create`)."""
-        cls(path, config, resume=resume)
+        cls(path, config, resume=resume, defaults=defaults)
 
     config_path = property(lambda self: self.path / "config.json")
     last = property(lambda self: self.path / "last.safetensors")
@@ -78,14 +86,14 @@ class RunDir:
             saved = json.loads(self.config_path.read_text()) if self.config_path.exists() else {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"--resume: {self.config_path} is unreadable: {exc}") from None
-        details = changed_options(saved if isinstance(saved, dict) else {}, config)
+        details = changed_options(saved if isinstance(saved, dict) else {}, config, self.defaults)
         if details:
             raise ConfigError(f"--resume: {self.path} was made with other options ({details})")
         self.check_checkpoint(load_checkpoint(self.last).meta)
 
     def check_checkpoint(self, meta: dict[str, Any]) -> None:
         """The resumed checkpoint must come from the same options too (not a file copied from another run)."""
-        details = changed_options(meta.get("config") or {}, self.config)
+        details = changed_options(meta.get("config") or {}, self.config, self.defaults)
         if details:
             raise ConfigError(f"--resume: {self.last} was made with other options ({details})")
 
