@@ -60,6 +60,8 @@ def pretrain(
     augment_shift: Annotated[float | None, typer.Option(help="Jitter: shift, ± this of the size (0.1).")] = None,
     augment_shear: Annotated[float | None, typer.Option(help="Jitter: shear, ± this (default 0; per-axis scale "
                                                         "when set).")] = None,
+    augment_elastic: Annotated[float | None, typer.Option(help="Jitter: elastic distortion, control points "
+                                                          "move ± this of the size (default 0).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="SGD weight decay (default 5e-4).")] = None,
     teacher: Annotated[Path | None, typer.Option(help="Distil from this pretrain run or checkpoint (same split and "
                                                  "classes): born-again training.")] = None,
@@ -70,6 +72,9 @@ def pretrain(
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data order.")] = None,
     split: SplitOpt = None,
     split_by: SplitByOpt = None,
+    train_classes: Annotated[int | None, typer.Option(help="Train on a seeded subset of this many of the training "
+                                                      "split's classes (a data-scaling study; validation and "
+                                                      "test unchanged).")] = None,
     calibrate_episodes: CalibrateOpt = None,
     out: OutOpt = None,
     device: DeviceOpt = None,
@@ -89,10 +94,11 @@ def pretrain(
                          epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
                          rotations=rotations, augment=augment, augment_rotate=augment_rotate,
                          augment_scale=augment_scale, augment_shift=augment_shift, augment_shear=augment_shear,
+                         augment_elastic=augment_elastic,
                          weight_decay=weight_decay, seed=seed, teacher=None if teacher is None else str(teacher),
                          distill_weight=distill_weight, distill_temperature=distill_temperature,
-                         split=fractions(split), split_by=split_by, calibrate_episodes=calibrate_episodes,
-                         out=None if out is None else str(out),
+                         split=fractions(split), split_by=split_by, train_classes=train_classes,
+                         calibrate_episodes=calibrate_episodes, out=None if out is None else str(out),
                          device=enum_value(device), resume=resume or None,
                          download=download or None)
     with progress_bars(not quiet) as on_step:

@@ -8,7 +8,9 @@ accuracy (prototypes on the validation classes) after every epoch; the best epoc
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mtl.pipeline.config import config_to_dict
+from mtl.pipeline.config import config_to_dict, option_defaults
 from mtl.pipeline.data import ClassImages, EpisodeSampler, Splits, load_data, make_splits
 from mtl.pipeline.data.splits import METHODS as SPLIT_METHODS
 from mtl.pipeline.errors import ConfigError
@@ -58,6 +60,7 @@ class PretrainConfig:
     augment_scale: float = 0.1
     augment_shift: float = 0.1  # of the image size
     augment_shear: float = 0.0
+    augment_elastic: float = 0.0  # elastic distortion: control points move ± this of the size (0: none)
     rotations: bool = False
     flips: bool = False  # mirrored copies as new classes too (with rotations: all 8 symmetries of the square)
     teacher: str | None = None  # a pretrain run or checkpoint on the same classes: distil from it (born-again networks)
@@ -66,6 +69,7 @@ class PretrainConfig:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train, val, test; test 0: nothing held out (deploy)
     split_by: str = "auto"  # auto | superclass | class | superclass-test (pipeline.data.splits)
     split_seed: int = 0
+    train_classes: int | None = None  # train on a seeded subset of this many training classes (data-scaling studies)
     seed: int = 0
     val_ways: int = 5
     val_shots: int = 1
@@ -83,16 +87,20 @@ class PretrainConfig:
         if not (0 < self.lr < math.inf and 0 <= self.momentum < 1 and 0 <= self.weight_decay < math.inf):
             raise ConfigError(f"need lr > 0, 0 ≤ momentum < 1, weight decay ≥ 0; got {self.lr}, "
                               f"{self.momentum}, {self.weight_decay}")
-        augment = (self.augment_rotate, self.augment_scale, self.augment_shift, self.augment_shear)
-        if not all(0 <= a < math.inf for a in augment) or self.augment_scale >= 1:
-            raise ConfigError(f"augmentation strengths must be ≥ 0 and finite (scale < 1), got rotate, scale, shift, "
-                              f"shear = {augment}")
+        augment = (self.augment_rotate, self.augment_scale, self.augment_shift, self.augment_shear,
+                   self.augment_elastic)
+        if not all(0 <= a < math.inf for a in augment) or self.augment_scale >= 1 or self.augment_elastic >= 0.5:
+            raise ConfigError(f"augmentation strengths must be ≥ 0 and finite (scale < 1, elastic < 0.5), got rotate, "
+                              f"scale, shift, shear, elastic = {augment}")
         if len(self.split) != 3 or min(self.split[:2]) <= 0 or self.split[2] < 0:
             raise ConfigError(f"split needs three fractions (train, val, test), train and val positive, got "
                               f"{self.split}")
         if self.split_by not in SPLIT_METHODS:
             raise ConfigError(f"unknown --split-by {self.split_by!r}; choose from {', '.join(SPLIT_METHODS)}")
         EvalConfig(self.val_ways, self.val_shots, self.val_queries, self.val_episodes)
+        if self.train_classes is not None and (isinstance(self.train_classes, bool) or self.train_classes < 1):
+            raise ConfigError(f"--train-classes must be a whole number ≥ 1 (unset: every training class), got "
+                              f"{self.train_classes!r}")
         if self.calibrate_episodes < 0:
             raise ConfigError(f"calibration episodes must be ≥ 0 (0: none), got {self.calibrate_episodes}")
         if not (0 <= self.distill_weight <= 1 and 0 < self.distill_temperature < math.inf):
@@ -112,9 +120,9 @@ class PretrainResult:
 def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> PretrainResult:
     """Run (or resume) a pretraining job; returns where it is and how well it did."""
     device = resolve_device(cfg.device)
-    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume)
+    run = RunDir(cfg.out, config_to_dict(cfg), resume=cfg.resume, defaults=option_defaults(PretrainConfig))
     data = load_data(cfg.data, image_size=cfg.image_size, download=cfg.download)
-    splits = make_splits(data, fractions=cfg.split, seed=cfg.split_seed, by=cfg.split_by)
+    splits = _fewer_train_classes(make_splits(data, fractions=cfg.split, seed=cfg.split_seed, by=cfg.split_by), cfg)
     train, val = _split_data(data, splits, cfg)
     spec = ModelSpec(backbone=cfg.backbone, in_channels=data.spec.channels, image_size=data.spec.size,
                      head=cfg.head, n_classes=train.num_classes, options=cfg.backbone_options)
@@ -148,6 +156,20 @@ def pretrain(cfg: PretrainConfig, on_step: StepCallback = no_progress) -> Pretra
     if cfg.calibrate_episodes:
         _, calibration = calibrate_checkpoint(run.path, cfg.calibrate_episodes, cfg.seed, cfg.device)
     return PretrainResult(str(run.path), cfg.epochs, best, record, calibration)
+
+
+def _fewer_train_classes(splits: Splits, cfg: PretrainConfig) -> Splits:
+    """`cfg.train_classes` of the training classes, the first of one seeded shuffle (so a smaller subset is inside
+    every larger one), in the split's order; validation and test unchanged. The run records the subset as its split."""
+    if cfg.train_classes is None:
+        return splits
+    if cfg.train_classes > len(splits.train):
+        raise ConfigError(f"--train-classes {cfg.train_classes}: the training split has only {len(splits.train)} "
+                          "classes")
+    order = list(splits.train)
+    random.Random(cfg.split_seed).shuffle(order)
+    kept = set(order[:cfg.train_classes])
+    return dataclasses.replace(splits, train=tuple(name for name in splits.train if name in kept))
 
 
 def _split_data(data: ClassImages, splits: Splits, cfg: PretrainConfig) -> tuple[ClassImages, ClassImages]:
@@ -220,7 +242,8 @@ def _train_epoch(model: FewShotModel, optimizer: torch.optim.Optimizer, train: C
         x = normalize(train.images[idx], train.spec)
         if cfg.augment:
             x = random_affine(x, generator, degrees=cfg.augment_rotate, scale=cfg.augment_scale,
-                              translate=cfg.augment_shift, shear=cfg.augment_shear, hflip=train.spec.channels == 3)
+                              translate=cfg.augment_shift, shear=cfg.augment_shear, hflip=train.spec.channels == 3,
+                              elastic=cfg.augment_elastic)
         with autocast(device):
             logits = model(x)
             if teacher is not None:

@@ -165,3 +165,46 @@ def test_a_teacher_of_other_classes_is_refused_before_the_run_directory_appears(
     assert not (tmp_path / "s").exists()
     with pytest.raises(ConfigError, match="distill weight"):
         PretrainConfig(**dict(SMALL, distill_weight=1.5))
+
+
+def test_train_classes_trains_a_nested_seeded_subset_and_records_it_as_the_split(tmp_path, pretrained_run):
+    """--train-classes keeps N training classes — the first N of one seeded shuffle, so 4 ⊂ 8 — with validation and
+    test unchanged; the run's split and its head say N; more than the split has is refused before any run exists."""
+    full = json.loads((pretrained_run[0] / "splits.json").read_text())
+    subsets = {}
+    for n in (4, 8):
+        out = tmp_path / f"n{n}"
+        pretrain(PretrainConfig(out=str(out), train_classes=n, **dict(SMALL, epochs=1, calibrate_episodes=0)))
+        subsets[n] = json.loads((out / "splits.json").read_text())
+        assert len(subsets[n]["train"]) == n and set(subsets[n]["train"]) <= set(full["train"])
+        assert [c for c in full["train"] if c in subsets[n]["train"]] == subsets[n]["train"]  # the split's order
+        assert (subsets[n]["val"], subsets[n]["test"]) == (full["val"], full["test"])
+        assert load_checkpoint(out).model["head.weight"].shape[0] == n
+    assert set(subsets[4]["train"]) < set(subsets[8]["train"])
+    with pytest.raises(ConfigError, match=f"only {len(full['train'])} classes"):
+        pretrain(PretrainConfig(out=str(tmp_path / "big"), train_classes=len(full["train"]) + 1, **SMALL))
+    assert not (tmp_path / "big").exists()
+    for bad in (0, True):
+        with pytest.raises(ConfigError, match="train-classes"):
+            PretrainConfig(train_classes=bad, **SMALL)
+
+
+def test_a_run_made_before_an_option_existed_resumes_as_that_options_default(tmp_path, pretrained_run):
+    """A run directory written before `augment_elastic` and `train_classes` were options lacks them in its config and
+    checkpoint: it ran as their defaults, so it resumes; a saved option that differs is still refused."""
+    import shutil
+
+    from mtl.pipeline.train.checkpoint import save_checkpoint
+
+    old = tmp_path / "old"
+    shutil.copytree(pretrained_run[0], old)
+    added = ("augment_elastic", "train_classes")
+    config = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in added}))
+    last = load_checkpoint(old / "last.safetensors")
+    last.meta["config"] = {k: v for k, v in last.meta["config"].items() if k not in added}
+    save_checkpoint(old / "last.safetensors", last)
+    resumed = pretrain(PretrainConfig(out=str(old), resume=True, **SMALL))
+    assert resumed.epochs == SMALL["epochs"]  # nothing left to train, nothing refused
+    with pytest.raises(ConfigError, match="augment_elastic: 0.0 → 0.05"):
+        pretrain(PretrainConfig(out=str(old), resume=True, **dict(SMALL, augment_elastic=0.05)))
