@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's recommended Omniglot recipe, as written there, on this CPU — two pretrainings of the same network:
 #   1. the teacher: mtl pretrain (Conv-4 widening to 256 filters at the top, rotations as classes, stronger affine
-#      jitter, 30 epochs), left uncalibrated;
+#      jitter and an elastic distortion, 30 epochs), left uncalibrated;
 #   2. the student: the same command again, distilled from the teacher (--teacher: born-again networks,
 #      Furlanello et al. 2018; (1 − 0.5)·CE + 0.5·T²·KL at T = 4), ending by calibrating the device settings —
 #      head steps, step size, temperature — on the validation characters;
@@ -30,7 +30,7 @@ case "$MODE" in
   *) echo "error: unknown option $MODE (expected --deploy)" >&2; exit 2 ;;
 esac
 RECIPE=(--data "$DATA" --backbone conv4 --backbone-option 'width=[64,64,128,256]' --epochs "$EPOCHS" --rotations
-        --augment-rotate 15 --augment-scale 0.15 --augment-shear 0.3 "${SPLIT[@]}")
+        --augment-rotate 15 --augment-scale 0.15 --augment-shear 0.3 --augment-elastic 0.06 "${SPLIT[@]}")
 mkdir -p "$OUT"
 now() { date +%s.%N; }
 RESUMED=()
